@@ -1,0 +1,72 @@
+"""objstore-wfp: persist workflow execution state on local disk and object storage.
+
+See ``README.md`` for the quick start and ``docs/`` for the contract and the key layout.
+"""
+
+from objstore_wfp.backends.memory import InMemoryBackend
+from objstore_wfp.clock import Clock, ManualClock, SystemClock
+from objstore_wfp.contract import PersistentBackend
+from objstore_wfp.errors import (
+    BackendError,
+    CannotCancelError,
+    ClaimLostError,
+    ConflictError,
+    InvalidArgumentError,
+    InvalidIdentifierError,
+    NotFoundError,
+    SerializationError,
+    StoreUnavailableError,
+    UnsupportedStoreError,
+)
+from objstore_wfp.model import (
+    AtFork,
+    AtJoin,
+    AtTask,
+    AvailableTask,
+    CancellationRequest,
+    Cancelled,
+    Completed,
+    ExecutionPosition,
+    Failed,
+    InProgress,
+    NotStarted,
+    TaskClaim,
+    TaskResult,
+    WorkflowSnapshot,
+    WorkflowState,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AtFork",
+    "AtJoin",
+    "AtTask",
+    "AvailableTask",
+    "BackendError",
+    "CancellationRequest",
+    "CannotCancelError",
+    "Cancelled",
+    "ClaimLostError",
+    "Clock",
+    "Completed",
+    "ConflictError",
+    "ExecutionPosition",
+    "Failed",
+    "InMemoryBackend",
+    "InProgress",
+    "InvalidArgumentError",
+    "InvalidIdentifierError",
+    "ManualClock",
+    "NotFoundError",
+    "NotStarted",
+    "PersistentBackend",
+    "SerializationError",
+    "StoreUnavailableError",
+    "SystemClock",
+    "TaskClaim",
+    "TaskResult",
+    "UnsupportedStoreError",
+    "WorkflowSnapshot",
+    "WorkflowState",
+]

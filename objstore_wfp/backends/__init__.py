@@ -1,0 +1,1 @@
+"""Backends: the in-memory reference implementation and the object-store backend."""

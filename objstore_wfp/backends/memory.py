@@ -1,0 +1,310 @@
+"""``InMemoryBackend``: the reference implementation of the contract, for tests and examples.
+
+One lock guards everything, so the backend is safe under asyncio tasks and threads. Snapshots
+are stored encoded and decoded on every load, so callers never share mutable state with it and
+every saved snapshot is known to serialize.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from objstore_wfp.backends.validation import (
+    check_claim_for,
+    check_duration,
+    check_ids,
+    check_limit,
+    check_output,
+    check_snapshot,
+    check_text,
+)
+from objstore_wfp.clock import Clock, SystemClock
+from objstore_wfp.contract import PersistentBackend
+from objstore_wfp.errors import CannotCancelError, ClaimLostError, ConflictError, NotFoundError
+from objstore_wfp.ids import validate_id
+from objstore_wfp.model import (
+    AvailableTask,
+    CancellationRequest,
+    Cancelled,
+    Completed,
+    Failed,
+    InProgress,
+    TaskClaim,
+    TaskResult,
+    WorkflowSnapshot,
+)
+from objstore_wfp.model.codec import JSON, Reader, snapshot_from_reader, snapshot_to_json
+
+
+@dataclass
+class _Instance:
+    doc: JSON  # the snapshot's JSON without results
+    results: dict[str, bytes]
+    version: str
+    ready_at: dict[str, datetime] = field(default_factory=dict)
+    cancellation: CancellationRequest | None = None
+
+    def snapshot(self) -> WorkflowSnapshot:
+        results = {t: TaskResult(t, out) for t, out in self.results.items()}
+        return snapshot_from_reader(Reader(self.doc, "memory snapshot"), results, self.version)
+
+
+@dataclass
+class _Claim:
+    holder: str | None
+    token: int
+    claimed_at: datetime
+    expires_at: datetime | None
+
+    def live(self, now: datetime) -> bool:
+        return self.holder is not None and (self.expires_at is None or now < self.expires_at)
+
+
+class InMemoryBackend(PersistentBackend):
+    """Everything in a dict, nothing on disk.
+
+    >>> import asyncio
+    >>> from datetime import timedelta
+    >>> from objstore_wfp import AtTask, WorkflowSnapshot
+    >>> async def main():
+    ...     backend = InMemoryBackend()
+    ...     snap = WorkflowSnapshot("order-1", "flow-v1", initial_input=b"42")
+    ...     snap.update_position(AtTask("charge"))
+    ...     await backend.save_snapshot(snap)
+    ...     [task] = await backend.find_available_tasks("worker-a", limit=10)
+    ...     ttl = timedelta(seconds=30)
+    ...     claim = await backend.claim_task(task.instance_id, task.task_id, "worker-a", ttl)
+    ...     await backend.save_task_result("order-1", "charge", b"paid", claim=claim)
+    ...     return task.input, claim.token, await backend.load_task_result("order-1", "charge")
+    >>> asyncio.run(main())
+    (b'42', 1, b'paid')
+    """
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._instances: dict[str, _Instance] = {}
+        self._claims: dict[tuple[str, str], _Claim] = {}
+        self._versions = itertools.count(1)
+
+    def _next_version(self) -> str:
+        return str(next(self._versions))
+
+    def _get(self, instance_id: str) -> _Instance:
+        record = self._instances.get(instance_id)
+        if record is None:
+            raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+        return record
+
+    # -- snapshots -------------------------------------------------------------------------
+    async def save_snapshot(self, snapshot: WorkflowSnapshot) -> str:
+        check_snapshot(snapshot)
+        doc = snapshot_to_json(snapshot)
+        del doc["results"]
+        offered = {t: r.output for t, r in snapshot.completed_tasks.items()}
+        with self._lock:
+            now = self._clock.now()
+            old = self._instances.get(snapshot.instance_id)
+            if old is not None and old.snapshot().is_terminal:
+                raise ConflictError(f"instance {snapshot.instance_id!r} is terminal; its state is final")
+            if snapshot.version is not None and (old is None or old.version != snapshot.version):
+                raise ConflictError(
+                    f"instance {snapshot.instance_id!r} moved: expected version {snapshot.version!r}, "
+                    f"found {old.version if old else None!r}"
+                )
+            results = dict(old.results) if old else {}
+            for task_id, output in offered.items():
+                if results.setdefault(task_id, output) != output:
+                    raise ConflictError(
+                        f"task {task_id!r} of {snapshot.instance_id!r} already has another output"
+                    )
+            record = _Instance(
+                doc, results, self._next_version(), cancellation=old.cancellation if old else None
+            )
+            previously_ready = old.ready_at if old else {}
+            record.ready_at = {
+                t: previously_ready.get(t, now) for t in record.snapshot().available_task_ids()
+            }
+            self._instances[snapshot.instance_id] = record
+            snapshot.version = record.version
+            return record.version
+
+    async def load_snapshot(self, instance_id: str) -> WorkflowSnapshot:
+        check_ids(instance_id)
+        with self._lock:
+            return self._get(instance_id).snapshot()
+
+    async def delete_snapshot(self, instance_id: str) -> None:
+        check_ids(instance_id)
+        with self._lock:
+            self._get(instance_id)
+            del self._instances[instance_id]
+            for key in [k for k in self._claims if k[0] == instance_id]:
+                del self._claims[key]
+
+    async def list_snapshots(self) -> list[str]:
+        with self._lock:
+            return sorted(self._instances)
+
+    # -- task results ----------------------------------------------------------------------
+    async def save_task_result(
+        self, instance_id: str, task_id: str, output: bytes, *, claim: TaskClaim | None = None
+    ) -> None:
+        check_ids(instance_id, task_id)
+        data = check_output(output)
+        check_claim_for(claim, instance_id, task_id)
+        with self._lock:
+            record = self._get(instance_id)
+            if claim is not None:
+                self._check_holding(claim)
+            recorded = record.results.get(task_id)
+            if recorded is not None:
+                if recorded != data:
+                    raise ConflictError(f"task {task_id!r} of {instance_id!r} already has another output")
+                return
+            snapshot = record.snapshot()
+            if snapshot.is_terminal:
+                raise ConflictError(f"instance {instance_id!r} is terminal; its state is final")
+            record.results[task_id] = data
+            record.ready_at.pop(task_id, None)
+            record.version = self._next_version()
+
+    def _check_holding(self, claim: TaskClaim) -> None:
+        stored = self._claims.get((claim.instance_id, claim.task_id))
+        now = self._clock.now()
+        if (
+            stored is None
+            or stored.holder != claim.worker_id
+            or stored.token != claim.token
+            or not stored.live(now)
+        ):
+            raise ClaimLostError(
+                f"worker {claim.worker_id!r} no longer holds task {claim.task_id!r} of "
+                f"{claim.instance_id!r} with token {claim.token}"
+            )
+
+    async def load_task_result(self, instance_id: str, task_id: str) -> bytes | None:
+        check_ids(instance_id, task_id)
+        with self._lock:
+            return self._get(instance_id).results.get(task_id)
+
+    # -- claims ----------------------------------------------------------------------------
+    async def claim_task(
+        self, instance_id: str, task_id: str, worker_id: str, ttl: timedelta | None
+    ) -> TaskClaim | None:
+        check_ids(instance_id, task_id, worker_id)
+        check_duration(ttl, "ttl", optional=True)
+        with self._lock:
+            now = self._clock.now()
+            key = (instance_id, task_id)
+            old = self._claims.get(key)
+            if old is not None and old.live(now):
+                return None
+            claim = _Claim(
+                worker_id, old.token + 1 if old else 1, now, now + ttl if ttl is not None else None
+            )
+            self._claims[key] = claim
+            return TaskClaim(instance_id, task_id, worker_id, now, claim.expires_at, claim.token)
+
+    def _held_by(self, instance_id: str, task_id: str, worker_id: str) -> _Claim:
+        claim = self._claims.get((instance_id, task_id))
+        if claim is None or claim.holder is None:
+            raise NotFoundError(f"no claim on task {task_id!r} of {instance_id!r}")
+        if claim.holder != worker_id:
+            raise ClaimLostError(f"task {task_id!r} of {instance_id!r} is held by another worker")
+        return claim
+
+    async def release_task_claim(self, instance_id: str, task_id: str, worker_id: str) -> None:
+        check_ids(instance_id, task_id, worker_id)
+        with self._lock:
+            self._held_by(instance_id, task_id, worker_id).holder = None
+
+    async def extend_task_claim(
+        self, instance_id: str, task_id: str, worker_id: str, additional_duration: timedelta
+    ) -> TaskClaim:
+        check_ids(instance_id, task_id, worker_id)
+        check_duration(additional_duration, "additional_duration")
+        with self._lock:
+            claim = self._held_by(instance_id, task_id, worker_id)
+            if claim.expires_at is not None:
+                claim.expires_at = self._clock.now() + additional_duration
+            return TaskClaim(instance_id, task_id, worker_id, claim.claimed_at, claim.expires_at, claim.token)
+
+    async def find_available_tasks(self, worker_id: str, limit: int) -> list[AvailableTask]:
+        validate_id(worker_id, "worker_id")
+        check_limit(limit)
+        if limit == 0:
+            return []
+        found: list[tuple[tuple[int, datetime, str, str], AvailableTask]] = []
+        with self._lock:
+            now = self._clock.now()
+            for instance_id, record in self._instances.items():
+                if record.cancellation is not None or not record.ready_at:
+                    continue
+                snapshot = record.snapshot()
+                for task_id, ready_at in record.ready_at.items():
+                    claim = self._claims.get((instance_id, task_id))
+                    if claim is not None and claim.live(now):
+                        continue
+                    task = AvailableTask(
+                        instance_id,
+                        task_id,
+                        snapshot.task_input(),
+                        snapshot.definition_hash,
+                        snapshot.priority,
+                    )
+                    found.append(((snapshot.priority, ready_at, instance_id, task_id), task))
+        found.sort(key=lambda item: item[0])
+        return [task for _, task in found[:limit]]
+
+    # -- cancellation ----------------------------------------------------------------------
+    async def request_cancellation(self, instance_id: str, reason: str, requested_by: str) -> None:
+        check_ids(instance_id)
+        check_text(reason, "reason")
+        check_text(requested_by, "requested_by")
+        with self._lock:
+            record = self._get(instance_id)
+            state = record.snapshot().state
+            if isinstance(state, Cancelled):
+                return
+            if isinstance(state, (Completed, Failed)):
+                raise CannotCancelError(f"instance {instance_id!r} is {type(state).__name__}")
+            record.cancellation = CancellationRequest(instance_id, reason, requested_by, self._clock.now())
+
+    async def get_cancellation_request(self, instance_id: str) -> CancellationRequest | None:
+        check_ids(instance_id)
+        with self._lock:
+            record = self._instances.get(instance_id)
+            return record.cancellation if record else None
+
+    async def clear_cancellation_request(self, instance_id: str) -> None:
+        check_ids(instance_id)
+        with self._lock:
+            record = self._instances.get(instance_id)
+            if record is not None:
+                record.cancellation = None
+
+    async def check_and_cancel(self, instance_id: str, interrupted_at_task: str | None = None) -> bool:
+        check_ids(instance_id, interrupted_at_task)
+        with self._lock:
+            record = self._get(instance_id)
+            request, record.cancellation = record.cancellation, None
+            snapshot = record.snapshot()
+            if request is None or not isinstance(snapshot.state, InProgress):
+                return False
+            snapshot.state = Cancelled(
+                request.reason,
+                request.requested_by,
+                self._clock.now(),
+                snapshot.completed_tasks,
+                interrupted_at_task,
+            )
+            doc = snapshot_to_json(snapshot)
+            del doc["results"]
+            record.doc = doc
+            record.ready_at = {}
+            record.version = self._next_version()
+            return True

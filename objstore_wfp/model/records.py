@@ -1,0 +1,75 @@
+"""Small value objects exchanged with backends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from objstore_wfp.model.time import require_aware
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One recorded task output (opaque bytes)."""
+
+    task_id: str
+    output: bytes
+
+
+@dataclass(frozen=True)
+class TaskClaim:
+    """A lease on one task. ``token`` is a fencing token: it grows every time the claim passes to
+    a new holder, so a write carrying an older token can be recognised as stale."""
+
+    instance_id: str
+    task_id: str
+    worker_id: str
+    claimed_at: datetime
+    expires_at: datetime | None
+    token: int
+
+    def __post_init__(self) -> None:
+        require_aware(self.claimed_at, "claimed_at")
+        if self.expires_at is not None:
+            require_aware(self.expires_at, "expires_at")
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        """True once ``now`` (default: the system clock) reaches ``expires_at``.
+
+        >>> from datetime import datetime, timedelta, timezone
+        >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        >>> claim = TaskClaim("i", "t", "w", t, t + timedelta(seconds=10), 1)
+        >>> claim.is_expired(t + timedelta(seconds=9)), claim.is_expired(t + timedelta(seconds=10))
+        (False, True)
+        """
+        if self.expires_at is None:
+            return False
+        if now is None:
+            from objstore_wfp.clock import SystemClock
+
+            now = SystemClock().now()
+        return now >= self.expires_at
+
+
+@dataclass(frozen=True)
+class AvailableTask:
+    """A task a worker may claim, with the input it should run on."""
+
+    instance_id: str
+    task_id: str
+    input: bytes | None
+    workflow_definition_hash: str
+    priority: int
+
+
+@dataclass(frozen=True)
+class CancellationRequest:
+    """A pending request to cancel one workflow instance."""
+
+    instance_id: str
+    reason: str
+    requested_by: str
+    requested_at: datetime
+
+    def __post_init__(self) -> None:
+        require_aware(self.requested_at, "requested_at")

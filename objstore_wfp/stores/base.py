@@ -1,0 +1,91 @@
+"""The conditional object store: the only I/O surface the object-store backend uses.
+
+Claim, lease, CAS and index logic is written once in
+:class:`~objstore_wfp.backends.objectstore.ObjectStoreBackend` over this interface; an adapter
+(local disk, memory, S3, GCS, Azure) only translates these calls to its store.
+
+Rules every adapter follows:
+
+- Keys are ``/``-separated strings relative to the adapter's root, made of the characters
+  ``[A-Za-z0-9._~/-]`` only (the backend encodes everything else), each segment at most 255 bytes.
+- ``version`` is an opaque token that changes whenever the bytes change. Stores whose version is
+  content-derived (S3 ETags are MD5 digests) may return the same version for identical bytes; the
+  backend defends against that ABA hazard by writing a fresh nonce into every object.
+- A conditional write either happens entirely or not at all; it never degrades to an overwrite.
+  An adapter that cannot guarantee this for a store must refuse it with
+  :class:`~objstore_wfp.errors.UnsupportedStoreError`.
+- Failures other than "condition false" / "not found" are retried inside the adapter where safe and
+  surface as :class:`~objstore_wfp.errors.StoreUnavailableError` with the cause attached. No
+  store client exception escapes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """The bytes of one object and the version they were read at."""
+
+    data: bytes
+    version: str
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One key found by :meth:`ConditionalStore.list`."""
+
+    key: str
+    version: str | None
+
+
+class ConditionalStore(ABC):
+    """Get with version, put if absent, put if version, delete (if version), list by prefix."""
+
+    #: False where the store cannot delete conditionally (LocalStack): the backend then
+    #: replaces the object with a tombstone by CAS before an unconditional delete.
+    supports_conditional_delete: bool = True
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """Where the store points, for messages (credentials never appear)."""
+
+    @abstractmethod
+    async def get(self, key: str) -> StoredObject | None:
+        """The object's bytes and version, or ``None`` if it does not exist."""
+
+    @abstractmethod
+    async def put(self, key: str, data: bytes) -> str:
+        """Create or overwrite unconditionally; return the new version."""
+
+    @abstractmethod
+    async def put_if_absent(self, key: str, data: bytes) -> str | None:
+        """Create the object only if no object exists at ``key``; return the new version, or
+        ``None`` if it already existed (nothing written)."""
+
+    @abstractmethod
+    async def put_if_version(self, key: str, data: bytes, version: str) -> str | None:
+        """Replace the object only if its current version is ``version``; return the new
+        version, or ``None`` if the object changed or vanished (nothing written)."""
+
+    @abstractmethod
+    async def delete(self, key: str) -> None:
+        """Delete unconditionally; deleting a missing object is not an error."""
+
+    @abstractmethod
+    async def delete_if_version(self, key: str, version: str) -> bool:
+        """Delete only if the current version is ``version``; ``False`` if it changed or vanished.
+        Adapters with ``supports_conditional_delete = False`` raise ``UnsupportedStoreError``."""
+
+    @abstractmethod
+    def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ListedObject]:
+        """Every key starting with ``prefix``, in ascending byte order, lazily and page by page
+        (a consumer that stops early does not pay for later pages). ``start_after`` skips keys
+        up to and including it."""
+
+    async def close(self) -> None:
+        """Release connections. The default does nothing."""
