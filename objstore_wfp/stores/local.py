@@ -1,0 +1,222 @@
+"""Local disk: one file per object, made crash-safe and atomic across processes.
+
+- Every write goes to a temporary file in the object's own directory, is fsynced, and is then
+  published atomically: ``os.link`` for create-if-absent (fails if the name exists, so there is
+  no check-then-write), ``os.replace`` otherwise; the directory is fsynced afterwards. A process
+  killed at any instant leaves the old bytes or the new bytes, never a torn file.
+- Compare-and-swap and deletes read, compare and write under a ``filelock`` lock (one of 4096
+  lock files under ``.locks/``, chosen by hashing the key), so they are atomic across processes.
+  Create-if-absent does not need the lock: linking cannot overwrite, and a CAS or delete can only
+  act on a file that exists.
+- The version is ``<inode>.<mtime_ns>.<digest>``: a new write creates a new inode while the old
+  one is still alive, so writing identical bytes twice still changes the version, and the digest
+  makes a reused inode with the same timestamp harmless.
+
+Names starting with ``.`` (temporary files, ``.locks``) are never listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from filelock import FileLock
+
+from objstore_wfp.errors import StoreUnavailableError
+from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject
+
+T = TypeVar("T")
+_LOCK_BUCKETS_HEX = 3  # 16**3 = 4096 lock files at most
+
+
+def _version(fd: int, data: bytes) -> str:
+    st = os.fstat(fd)
+    digest = hashlib.blake2b(data, digest_size=8).hexdigest()
+    return f"{st.st_ino:x}.{st.st_mtime_ns:x}.{digest}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore(ConditionalStore):
+    """Objects as files under ``root`` (created if missing)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self._root = Path(root).expanduser().resolve()
+        try:
+            (self._root / ".locks").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailableError(f"cannot use {self._root} as a store root: {exc}") from exc
+
+    @property
+    def url(self) -> str:
+        return self._root.as_uri()
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    # -- plumbing ------------------------------------------------------------------------------
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except OSError as exc:
+            raise StoreUnavailableError(f"{self.url}: {exc}") from exc
+
+    def _path(self, key: str) -> Path:
+        return self._root / key
+
+    def _lock(self, key: str) -> FileLock:
+        bucket = hashlib.blake2b(key.encode(), digest_size=4).hexdigest()[:_LOCK_BUCKETS_HEX]
+        return FileLock(self._root / ".locks" / f"{bucket}.lock", thread_local=False, is_singleton=False)
+
+    def _read(self, key: str) -> StoredObject | None:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+            return StoredObject(data, _version(fd, data))
+        except IsADirectoryError:
+            return None
+        finally:
+            os.close(fd)
+
+    def _write_temp(self, path: Path, data: bytes) -> tuple[Path, str]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            version = _version(fd, data)
+        except BaseException:
+            os.close(fd)
+            temp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return temp, version
+
+    def _replace(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        temp, version = self._write_temp(path, data)
+        os.replace(temp, path)
+        _fsync_dir(path.parent)
+        return version
+
+    # -- interface -----------------------------------------------------------------------------
+    async def get(self, key: str) -> StoredObject | None:
+        return await self._run(self._read, key)
+
+    async def put(self, key: str, data: bytes) -> str:
+        def work() -> str:
+            with self._lock(key):
+                return self._replace(key, data)
+
+        return await self._run(work)
+
+    async def put_if_absent(self, key: str, data: bytes) -> str | None:
+        def work() -> str | None:
+            path = self._path(key)
+            temp, version = self._write_temp(path, data)
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                return None
+            finally:
+                temp.unlink()
+            _fsync_dir(path.parent)
+            return version
+
+        return await self._run(work)
+
+    async def put_if_version(self, key: str, data: bytes, version: str) -> str | None:
+        def work() -> str | None:
+            with self._lock(key):
+                current = self._read(key)
+                if current is None or current.version != version:
+                    return None
+                return self._replace(key, data)
+
+        return await self._run(work)
+
+    async def delete(self, key: str) -> None:
+        def work() -> None:
+            with self._lock(key):
+                self._unlink(key)
+
+        await self._run(work)
+
+    async def delete_if_version(self, key: str, version: str) -> bool:
+        def work() -> bool:
+            with self._lock(key):
+                current = self._read(key)
+                if current is None or current.version != version:
+                    return False
+                self._unlink(key)
+                return True
+
+        return await self._run(work)
+
+    def _unlink(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EISDIR, errno.EPERM):
+                raise
+            return
+        _fsync_dir(path.parent)
+
+    async def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ListedObject]:
+        keys = await self._run(self._list_keys, prefix)
+        for key in keys:
+            if start_after is None or key > start_after:
+                yield ListedObject(key, None)
+
+    def _list_keys(self, prefix: str) -> list[str]:
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        found: list[str] = []
+
+        def walk(directory: Path, rel: str) -> None:
+            try:
+                entries = list(os.scandir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            # Sorting a directory's entries with "/" appended to subdirectories yields the keys
+            # in the same byte order a flat object store lists them.
+            named = sorted(
+                (e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e)
+                for e in entries
+                if not e.name.startswith(".")
+            )
+            for name, entry in named:
+                key = rel + name
+                if name.endswith("/"):
+                    if key.startswith(prefix) or prefix.startswith(key):
+                        walk(Path(entry.path), key)
+                elif key.startswith(prefix) and entry.is_file(follow_symlinks=False):
+                    found.append(key)
+
+        walk(self._root / base if base else self._root, base + "/" if base else "")
+        return found
+

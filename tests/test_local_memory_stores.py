@@ -1,0 +1,59 @@
+"""The local-disk and memory adapters against the store conformance suite, plus local-only checks."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from objstore_wfp.stores.local import LocalStore
+from objstore_wfp.stores.memory import MemoryStore
+from objstore_wfp.testing.stores import StoreConformance
+
+
+class TestMemoryStore(StoreConformance):
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[MemoryStore]:
+        yield MemoryStore(f"test-{secrets.token_hex(4)}")
+
+
+class TestLocalStore(StoreConformance):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[LocalStore]:
+        yield LocalStore(tmp_path / "root")
+
+
+async def test_memory_roots_are_shared_within_a_process() -> None:
+    root = f"shared-{secrets.token_hex(4)}"
+    await MemoryStore(root).put("k", b"v")
+    found = await MemoryStore(root).get("k")
+    assert found is not None and found.data == b"v"
+    assert await MemoryStore(root + "-other").get("k") is None
+
+
+async def test_local_identical_bytes_get_a_new_version(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    v1 = await store.put("k", b"same")
+    v2 = await store.put("k", b"same")
+    assert v1 != v2
+    assert await store.put_if_version("k", b"other", v1) is None
+
+
+async def test_local_leaves_no_temp_files_and_hides_dotfiles(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    await store.put_if_absent("a/k", b"1")
+    await store.put_if_absent("a/k", b"2")
+    v = await store.put("a/k", b"3")
+    await store.put_if_version("a/k", b"4", v)
+    (tmp_path / "a" / ".stray.tmp").write_bytes(b"junk")
+    assert sorted(os.listdir(tmp_path / "a")) == [".stray.tmp", "k"]
+    assert [o.key async for o in store.list("")] == ["a/k"]
+
+
+async def test_local_directory_at_key_reads_as_missing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    (tmp_path / "dir").mkdir()
+    assert await store.get("dir") is None
