@@ -219,4 +219,3 @@ class LocalStore(ConditionalStore):
 
         walk(self._root / base if base else self._root, base + "/" if base else "")
         return found
-

@@ -126,7 +126,7 @@ class StoreConformance:
     async def test_concurrent_put_if_absent_has_one_winner(self, store: ConditionalStore) -> None:
         payloads = [f"writer-{i}".encode() for i in range(RACERS)]
         results = await asyncio.gather(*(store.put_if_absent("race", p) for p in payloads))
-        winners = [p for p, v in zip(payloads, results) if v is not None]
+        winners = [p for p, v in zip(payloads, results, strict=True) if v is not None]
         assert len(winners) == 1, f"{len(winners)} writers won a create-if-absent"
         found = await store.get("race")
         assert found is not None and found.data == winners[0]
@@ -135,7 +135,7 @@ class StoreConformance:
         base = await store.put("cas-race", b"base")
         payloads = [f"writer-{i}".encode() for i in range(RACERS)]
         results = await asyncio.gather(*(store.put_if_version("cas-race", p, base) for p in payloads))
-        winners = [p for p, v in zip(payloads, results) if v is not None]
+        winners = [p for p, v in zip(payloads, results, strict=True) if v is not None]
         assert len(winners) == 1, f"{len(winners)} writers won a compare-and-swap"
         found = await store.get("cas-race")
         assert found is not None and found.data == winners[0]
