@@ -1,0 +1,350 @@
+"""The S3 adapter: :class:`~objstore_wfp.stores.base.ConditionalStore` over s3fs/aiobotocore.
+
+s3fs is used for what it is good at (storage options, credentials, endpoints, sessions); every
+request is a raw aiobotocore call made here, so the conditions reach the wire and the real S3
+error codes are seen:
+
+- ``put_if_absent``: one PutObject with ``If-None-Match: *``; ``put_if_version``: one PutObject
+  with ``If-Match: <etag>``. Never multipart (the backend's objects are small, and s3fs drops
+  ``If-Match`` on its multipart path). ``delete_if_version``: DeleteObject with ``If-Match``.
+- "Condition false" is read from the botocore error, portably: HTTP 412 / ``PreconditionFailed``,
+  and 404 ``NoSuchKey`` for ``If-Match`` on a missing key (the object vanished).
+- Versions are ETags. A single-part ETag is the MD5 of the bytes, so identical bytes give the same
+  version; the backend writes a fresh nonce into every object, which removes that ABA hazard.
+- No listing cache anywhere: every decision reads the store.
+
+Retries. botocore's own retries are switched off (``total_max_attempts=1``): a retry hidden
+inside botocore would turn "my write landed but its response was lost" into an unexplained 412.
+This module retries instead, with full-jitter exponential backoff, on 409
+``ConditionalRequestConflict``/``OperationAborted``, 429, 500, 502, 503 ``SlowDown``, 504,
+throttling codes, timeouts and connection errors. Every attempt is bounded by
+``attempt_timeout`` and no attempt starts after ``retry_budget`` seconds, so a call takes at most
+about ``retry_budget + attempt_timeout``; then it raises
+:class:`~objstore_wfp.errors.StoreUnavailableError` with the last error as ``__cause__``.
+
+Ambiguous conditional writes. A request that failed without a definite answer (connection
+dropped, timeout, 5xx) may still have been applied. Retrying a PUT-if-absent whose first attempt
+landed then answers 412 *for our own write*. So when a conditional PUT is refused on a retry, the
+adapter reads the object and compares bytes: the backend's nonce makes every payload unique, so
+equal bytes prove the write was ours and its version is returned; anything else means we lost.
+The adapter never reports a success it cannot prove: if our write landed and was already replaced
+or deleted by someone else before the check, the call reports a loss (safe: the object is no
+longer ours anyway). For ``delete_if_version`` there are no bytes to compare: a retry that finds
+the object gone or changed answers ``False``, even if it was our first attempt that deleted it.
+
+Stores without conditional delete (LocalStack answers 501 NotImplemented) are detected by the
+probe (:func:`objstore_wfp.stores.probe.probe_store`) or by the first such 501: the instance's
+``supports_conditional_delete`` becomes ``False`` and ``delete_if_version`` raises
+:class:`~objstore_wfp.errors.UnsupportedStoreError`; the backend then falls back to a CAS to a
+tombstone followed by an unconditional delete.
+
+Requests per call (no faults): ``get``, ``put``, ``put_if_absent``, ``put_if_version``,
+``delete``, ``delete_if_version``: 1 each; ``list``: 1 per 1,000 keys. After an ambiguous failure
+a refused conditional PUT costs one extra GET.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+import botocore.exceptions
+import s3fs
+
+from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError, UnsupportedStoreError
+from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject
+from objstore_wfp.stores.probe import check_botocore_conditions
+
+T = TypeVar("T")
+
+_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+_RETRYABLE_CODES = frozenset(
+    {
+        "ConditionalRequestConflict",
+        "OperationAborted",
+        "SlowDown",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+    }
+)
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.ConnectionError,
+    botocore.exceptions.IncompleteReadError,
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    ConnectionError,
+)
+try:  # where botocore keeps it has moved between releases
+    from botocore.parsers import ResponseParserError
+
+    _TRANSPORT_ERRORS += (ResponseParserError,)
+except ImportError:  # pragma: no cover
+    pass
+
+_BACKOFF_BASE = 0.05
+_BACKOFF_CAP = 2.0
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~/-")
+
+
+def _error_code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: botocore.exceptions.ClientError) -> int:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return int(status or 0)
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    return isinstance(exc, botocore.exceptions.ClientError) and (
+        _status(exc) == 412 or _error_code(exc) == "PreconditionFailed"
+    )
+
+
+def _not_found(exc: BaseException) -> bool:
+    return isinstance(exc, botocore.exceptions.ClientError) and (
+        _error_code(exc) in ("NoSuchKey", "NotFound") or _status(exc) == 404
+    )
+
+
+def _not_implemented(exc: BaseException) -> bool:
+    return isinstance(exc, botocore.exceptions.ClientError) and (
+        _status(exc) == 501 or _error_code(exc) == "NotImplemented"
+    )
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        if _error_code(exc) == "NoSuchBucket":
+            return False
+        return _status(exc) in _RETRYABLE_STATUS or _error_code(exc) in _RETRYABLE_CODES
+    return isinstance(exc, _TRANSPORT_ERRORS)
+
+
+def _check_key(key: str) -> None:
+    if not key or key.startswith("/") or "//" in key or not _KEY_CHARS.issuperset(key):
+        raise InvalidArgumentError(f"invalid store key {key!r}")
+
+
+class S3Store(ConditionalStore):
+    """A conditional store rooted at ``bucket/prefix`` on S3 or an S3-compatible service.
+
+    ``path`` is ``bucket``, ``bucket/prefix`` or ``s3://bucket/prefix``. ``storage_options`` go to
+    :class:`s3fs.S3FileSystem` unchanged (``endpoint_url``, ``key``, ``secret``, ``token``,
+    ``profile``, ``anon``, ``client_kwargs``, ``config_kwargs``, ...); credentials follow the boto
+    chain and ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` apply as botocore defines them, except
+    that botocore-level retries are always disabled (see the module docstring).
+
+    ``retry_budget`` (seconds) bounds how long a call keeps retrying; ``attempt_timeout``
+    (seconds) bounds each request.
+
+    Raises :class:`~objstore_wfp.errors.UnsupportedStoreError` if the installed botocore does not
+    know the conditional-request parameters.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        retry_budget: float = 30.0,
+        attempt_timeout: float = 15.0,
+        **storage_options: Any,
+    ) -> None:
+        check_botocore_conditions()
+        bucket, _, prefix = path.removeprefix("s3://").strip("/").partition("/")
+        if not bucket:
+            raise InvalidArgumentError(f"S3 path {path!r} names no bucket")
+        if retry_budget < 0 or attempt_timeout <= 0:
+            raise InvalidArgumentError("retry_budget must be >= 0 and attempt_timeout > 0")
+        self._bucket = bucket
+        self._prefix = prefix.strip("/")
+        self._root = f"{self._prefix}/" if self._prefix else ""
+        self._retry_budget = retry_budget
+        self._attempt_timeout = attempt_timeout
+        self._endpoint = storage_options.get("endpoint_url") or storage_options.get("client_kwargs", {}).get(
+            "endpoint_url"
+        )
+        options = dict(storage_options)
+        config_kwargs = dict(options.pop("config_kwargs", None) or {})
+        config_kwargs["retries"] = {"total_max_attempts": 1}
+        options.pop("asynchronous", None)
+        self._fs = s3fs.S3FileSystem(
+            asynchronous=True,
+            skip_instance_cache=True,
+            use_listings_cache=False,
+            config_kwargs=config_kwargs,
+            **options,
+        )
+
+    @property
+    def url(self) -> str:
+        where = f"s3://{self._bucket}/{self._prefix}".rstrip("/")
+        return f"{where} at {self._endpoint}" if self._endpoint else where
+
+    @property
+    def bucket(self) -> str:
+        """The bucket the store lives in."""
+        return self._bucket
+
+    def _key(self, key: str) -> str:
+        _check_key(key)
+        return self._root + key
+
+    async def _client(self) -> Any:
+        return await self._fs.set_session()
+
+    async def _retrying(self, what: str, key: str, attempt: Callable[[bool], Awaitable[T]]) -> T:
+        """Run ``attempt(retried)`` until it returns, retrying transient failures.
+
+        ``retried`` tells the attempt that an earlier one failed and may have been applied.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        tries = 0
+        while True:
+            try:
+                return await asyncio.wait_for(attempt(tries > 0), self._attempt_timeout)
+            except (StoreUnavailableError, UnsupportedStoreError, InvalidArgumentError):
+                raise
+            except Exception as exc:
+                tries += 1
+                where = f"{what} {self.url}/{key}"
+                if not _retryable(exc):
+                    raise StoreUnavailableError(f"{where} failed: {exc!r}") from exc
+                delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**tries))
+                elapsed = loop.time() - started
+                if elapsed + delay > self._retry_budget:
+                    raise StoreUnavailableError(
+                        f"{where} still failing after {tries} attempts in {elapsed:.1f}s: {exc!r}"
+                    ) from exc
+                await asyncio.sleep(delay)
+
+    async def _read(self, key: str) -> StoredObject | None:
+        """One GetObject attempt, body included (a broken body read is retried as a whole)."""
+        client = await self._client()
+        try:
+            response = await client.get_object(Bucket=self._bucket, Key=self._root + key)
+        except botocore.exceptions.ClientError as exc:
+            if _not_found(exc):
+                return None
+            raise
+        async with response["Body"] as body:
+            data = await body.read()
+        return StoredObject(bytes(data), str(response["ETag"]))
+
+    async def _version_if_ours(self, key: str, data: bytes) -> str | None:
+        """After an ambiguous failure: the version of ``key`` if it holds exactly ``data``."""
+        found = await self._read(key)
+        return found.version if found is not None and found.data == data else None
+
+    async def get(self, key: str) -> StoredObject | None:
+        _check_key(key)
+
+        async def attempt(retried: bool) -> StoredObject | None:
+            return await self._read(key)
+
+        return await self._retrying("get", key, attempt)
+
+    async def put(self, key: str, data: bytes) -> str:
+        full = self._key(key)
+
+        async def attempt(retried: bool) -> str:
+            client = await self._client()
+            response = await client.put_object(Bucket=self._bucket, Key=full, Body=data)
+            return str(response["ETag"])
+
+        return await self._retrying("put", key, attempt)
+
+    async def _put_conditionally(self, what: str, key: str, data: bytes, **condition: str) -> str | None:
+        full = self._key(key)
+
+        async def attempt(retried: bool) -> str | None:
+            client = await self._client()
+            try:
+                response = await client.put_object(Bucket=self._bucket, Key=full, Body=data, **condition)
+            except botocore.exceptions.ClientError as exc:
+                if not (_precondition_failed(exc) or ("IfMatch" in condition and _not_found(exc))):
+                    raise
+                return await self._version_if_ours(key, data) if retried else None
+            return str(response["ETag"])
+
+        return await self._retrying(what, key, attempt)
+
+    async def put_if_absent(self, key: str, data: bytes) -> str | None:
+        return await self._put_conditionally("put_if_absent", key, data, IfNoneMatch="*")
+
+    async def put_if_version(self, key: str, data: bytes, version: str) -> str | None:
+        return await self._put_conditionally("put_if_version", key, data, IfMatch=version)
+
+    async def delete(self, key: str) -> None:
+        full = self._key(key)
+
+        async def attempt(retried: bool) -> None:
+            client = await self._client()
+            try:
+                await client.delete_object(Bucket=self._bucket, Key=full)
+            except botocore.exceptions.ClientError as exc:
+                if not _not_found(exc):
+                    raise
+
+        await self._retrying("delete", key, attempt)
+
+    async def delete_if_version(self, key: str, version: str) -> bool:
+        full = self._key(key)
+        if not self.supports_conditional_delete:
+            raise UnsupportedStoreError(f"{self.url} does not support conditional delete")
+
+        async def attempt(retried: bool) -> bool:
+            client = await self._client()
+            try:
+                await client.delete_object(Bucket=self._bucket, Key=full, IfMatch=version)
+            except botocore.exceptions.ClientError as exc:
+                if _precondition_failed(exc) or _not_found(exc):
+                    return False
+                if _not_implemented(exc):
+                    self.supports_conditional_delete = False
+                    raise UnsupportedStoreError(
+                        f"{self.url} does not support conditional delete (DeleteObject If-Match "
+                        f"answered {_status(exc)} {_error_code(exc)})"
+                    ) from exc
+                raise
+            return True
+
+        return await self._retrying("delete_if_version", key, attempt)
+
+    async def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ListedObject]:
+        params: dict[str, str] = {"Bucket": self._bucket, "Prefix": self._root + prefix}
+        if start_after is not None:
+            params["StartAfter"] = self._root + start_after
+        while True:
+
+            async def attempt(retried: bool, params: dict[str, str] = params) -> dict[str, Any]:
+                client = await self._client()
+                page: dict[str, Any] = await client.list_objects_v2(**params)
+                return page
+
+            page = await self._retrying("list", prefix, attempt)
+            for item in page.get("Contents", ()):
+                yield ListedObject(str(item["Key"])[len(self._root) :], item.get("ETag"))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            params = {**params, "ContinuationToken": token}
+
+    async def close(self) -> None:
+        creator = getattr(self._fs, "_s3creator", None)
+        if creator is not None and getattr(self._fs, "_s3", None) is not None:
+            self._fs._s3 = None
+            await creator.__aexit__(None, None, None)
