@@ -17,6 +17,7 @@ from objstore_wfp.backends.validation import (
     check_duration,
     check_ids,
     check_limit,
+    check_optional_task_id,
     check_output,
     check_snapshot,
     check_text,
@@ -288,7 +289,8 @@ class InMemoryBackend(PersistentBackend):
                 record.cancellation = None
 
     async def check_and_cancel(self, instance_id: str, interrupted_at_task: str | None = None) -> bool:
-        check_ids(instance_id, interrupted_at_task)
+        check_ids(instance_id)
+        check_optional_task_id(interrupted_at_task, "interrupted_at_task")
         with self._lock:
             record = self._get(instance_id)
             request, record.cancellation = record.cancellation, None

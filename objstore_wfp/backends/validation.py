@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from objstore_wfp.errors import InvalidArgumentError
 from objstore_wfp.ids import validate_id
-from objstore_wfp.model import TaskClaim, WorkflowSnapshot
+from objstore_wfp.model import (
+    AtFork,
+    AtJoin,
+    AtTask,
+    Cancelled,
+    Completed,
+    Failed,
+    InProgress,
+    NotStarted,
+    TaskClaim,
+    TaskResult,
+    WorkflowSnapshot,
+)
 from objstore_wfp.model.snapshot import MAX_PRIORITY, MIN_PRIORITY
 
+# A sentinel rather than None: None passed as an id is itself an illegal id and must be refused.
+_ABSENT: object = object()
 
-def check_ids(instance_id: str, task_id: str | None = None, worker_id: str | None = None) -> None:
+
+def check_ids(instance_id: object, task_id: object = _ABSENT, worker_id: object = _ABSENT) -> None:
+    """Validate the ids a method takes; leave out the ones it does not take."""
     validate_id(instance_id, "instance_id")
-    if task_id is not None:
+    if task_id is not _ABSENT:
         validate_id(task_id, "task_id")
-    if worker_id is not None:
+    if worker_id is not _ABSENT:
         validate_id(worker_id, "worker_id")
+
+
+def check_optional_task_id(value: object, what: str) -> None:
+    """An optional task id such as ``interrupted_at_task``: ``None`` or a legal id."""
+    if value is not None:
+        validate_id(value, what)
 
 
 def check_snapshot(snapshot: WorkflowSnapshot) -> None:
@@ -27,8 +49,55 @@ def check_snapshot(snapshot: WorkflowSnapshot) -> None:
     p = snapshot.priority
     if isinstance(p, bool) or not isinstance(p, int) or not MIN_PRIORITY <= p <= MAX_PRIORITY:
         raise InvalidArgumentError(f"priority must be an int {MIN_PRIORITY}..{MAX_PRIORITY}, got {p!r}")
-    for task_id in snapshot.completed_tasks:
+    _check_aware(snapshot.created_at, "created_at")
+    _check_aware(snapshot.updated_at, "updated_at")
+    if snapshot.initial_input is not None and not isinstance(snapshot.initial_input, bytes):
+        raise InvalidArgumentError(
+            f"initial_input must be bytes or None, got {type(snapshot.initial_input).__name__}"
+        )
+    _check_state(snapshot)
+    for task_id, result in snapshot.completed_tasks.items():
         validate_id(task_id, "task_id")
+        if not isinstance(result, TaskResult) or not isinstance(result.output, bytes):
+            raise InvalidArgumentError(f"the result of task {task_id!r} must be a TaskResult holding bytes")
+
+
+def _check_state(snapshot: WorkflowSnapshot) -> None:
+    # Encoding would otherwise fail deep in the codec with a raw TypeError, or store values a
+    # later load cannot decode; task ids in positions become ids workers claim.
+    state = snapshot.state
+    if isinstance(state, InProgress):
+        pos = state.position
+        if isinstance(pos, AtTask):
+            validate_id(pos.task_id, "task_id")
+        elif isinstance(pos, AtFork):
+            check_text(pos.fork_id, "fork_id")
+            for task_id in (*pos.branch_task_ids, *pos.completed_branches):
+                validate_id(task_id, "task_id")
+        elif isinstance(pos, AtJoin):
+            check_text(pos.join_id, "join_id")
+            for task_id in pos.completed_branches:
+                validate_id(task_id, "task_id")
+        elif not isinstance(pos, NotStarted):
+            raise InvalidArgumentError(f"unknown position {pos!r}")
+        check_optional_task_id(state.last_completed_task_id, "last_completed_task_id")
+    elif isinstance(state, Completed):
+        if not isinstance(state.final_output, bytes):
+            raise InvalidArgumentError(f"final_output must be bytes, got {type(state.final_output).__name__}")
+    elif isinstance(state, Failed):
+        check_text(state.error, "error")
+    elif isinstance(state, Cancelled):
+        check_text(state.reason, "reason")
+        check_text(state.cancelled_by, "cancelled_by")
+        _check_aware(state.cancelled_at, "cancelled_at")
+        check_optional_task_id(state.interrupted_at_task, "interrupted_at_task")
+    else:
+        raise InvalidArgumentError(f"unknown state {state!r}")
+
+
+def _check_aware(value: object, what: str) -> None:
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise InvalidArgumentError(f"{what} must be a timezone-aware datetime, got {value!r}")
 
 
 def check_output(output: object) -> bytes:
