@@ -1,0 +1,211 @@
+"""S3 servers for the tests: ``moto_server`` and LocalStack, each run as its own process on
+127.0.0.1, started once per test session and killed (whole process group) at the end.
+
+Fixtures (registered by ``tests/conftest.py``):
+
+- ``moto_s3`` / ``localstack_s3``: an :class:`S3Endpoint`;
+- ``s3_endpoint``: parametrized over both servers (``[moto]``, ``[localstack]``);
+- ``s3_bucket``: a fresh, empty bucket on ``s3_endpoint`` for one test (an :class:`S3Bucket`).
+
+``OBJSTORE_WFP_LOCALSTACK_URL=http://127.0.0.1:4566`` uses an already running LocalStack (for
+example ``docker compose -f localstack-compose.yml up``) instead of starting one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+import pytest
+
+from tests.servers import REPO_ROOT, free_port, service_unavailable, wait_for_http
+
+LOCALSTACK_URL_ENV = "OBJSTORE_WFP_LOCALSTACK_URL"
+LOCALSTACK_VENV = REPO_ROOT / ".services" / "localstack-venv"
+REGION = "us-east-1"
+
+#: Start-up times measured by the fixtures (seconds), for the report.
+STARTUP_SECONDS: dict[str, float] = {}
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """Where an S3-compatible server listens, and the credentials it accepts."""
+
+    name: str
+    url: str
+    key: str = "test"
+    secret: str = "test"
+    #: False for LocalStack, which answers 501 to DeleteObject with If-Match.
+    conditional_delete: bool = True
+
+    def storage_options(self) -> dict[str, Any]:
+        """Options for ``S3Store`` / ``ObjectStoreBackend.from_url``."""
+        return {
+            "endpoint_url": self.url,
+            "key": self.key,
+            "secret": self.secret,
+            "client_kwargs": {"region_name": REGION},
+        }
+
+    def client(self) -> Any:
+        """A plain synchronous botocore S3 client, for setting up and inspecting from tests."""
+        return botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id=self.key,
+            aws_secret_access_key=self.secret,
+            region_name=REGION,
+        )
+
+    def create_bucket(self, prefix: str = "t") -> str:
+        """Create a bucket with a unique name and return the name."""
+        name = f"{prefix}-{uuid.uuid4().hex[:16]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@dataclass(frozen=True)
+class S3Bucket:
+    """A fresh bucket on an endpoint."""
+
+    endpoint: S3Endpoint
+    name: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def url(self, prefix: str = "") -> str:
+        """``s3://bucket/prefix``."""
+        return f"s3://{self.name}/{prefix}".rstrip("/")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Kill the server's whole process group (LocalStack forks helpers)."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-2000:]
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[S3Endpoint]:
+    """A ``moto_server`` process (moto's S3, run out of process so its condition checks are not
+    interleaved with the test's threads)."""
+    binary = Path(sys.executable).parent / "moto_server"
+    if not binary.exists():
+        found = shutil.which("moto_server")
+        if found is None:
+            service_unavailable("moto_server not found: pip install 'moto[server]'")
+        binary = Path(found)
+    workdir = Path(tempfile.mkdtemp(prefix="objstore-wfp-moto-"))
+    log = workdir / "moto.log"
+    port = free_port()
+    started = time.monotonic()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(binary), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        if not wait_for_http(f"{url}/moto-api/", 30, alive=process):
+            service_unavailable(f"moto_server did not start on {url}: {_log_tail(log)}")
+        STARTUP_SECONDS["moto"] = time.monotonic() - started
+        yield S3Endpoint("moto", url)
+    finally:
+        _stop(process)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def localstack_s3() -> Iterator[S3Endpoint]:
+    """LocalStack (S3 only) on the host from ``.services/localstack-venv``
+    (``scripts/services/install-localstack.sh``), or the one at ``$OBJSTORE_WFP_LOCALSTACK_URL``."""
+    external = os.environ.get(LOCALSTACK_URL_ENV)
+    if external:
+        url = external.rstrip("/")
+        if not wait_for_http(f"{url}/_localstack/health", 10):
+            service_unavailable(f"no LocalStack answers at {LOCALSTACK_URL_ENV}={external}")
+        yield S3Endpoint("localstack", url, conditional_delete=False)
+        return
+    python = LOCALSTACK_VENV / "bin" / "python"
+    if not python.exists():
+        service_unavailable(
+            f"LocalStack not installed in {LOCALSTACK_VENV}: run scripts/services/install-localstack.sh"
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="objstore-wfp-localstack-"))
+    (workdir / "fs").mkdir()
+    (workdir / "tmp").mkdir()
+    log = workdir / "localstack.log"
+    port = free_port()
+    env = {
+        **os.environ,
+        # Host mode, everything under the temp dir, S3 only, nothing bound beyond 127.0.0.1.
+        "OVERRIDE_IN_DOCKER": "0",
+        "FILESYSTEM_ROOT": str(workdir / "fs"),
+        "TMPDIR": str(workdir / "tmp"),
+        "GATEWAY_SERVER": "hypercorn",
+        "GATEWAY_LISTEN": f"127.0.0.1:{port}",
+        "SERVICES": "s3",
+        "EAGER_SERVICE_LOADING": "1",
+        "DISABLE_EVENTS": "1",
+        "DNS_ADDRESS": "0",
+        "SKIP_SSL_CERT_DOWNLOAD": "1",
+    }
+    started = time.monotonic()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(python), "-m", "localstack.runtime.main"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        if not wait_for_http(f"{url}/_localstack/health", 90, alive=process):
+            service_unavailable(f"LocalStack did not start on {url}: {_log_tail(log)}")
+        STARTUP_SECONDS["localstack"] = time.monotonic() - started
+        yield S3Endpoint("localstack", url, conditional_delete=False)
+    finally:
+        _stop(process)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", params=["moto", "localstack"])
+def s3_endpoint(request: pytest.FixtureRequest) -> S3Endpoint:
+    """Each S3 server in turn."""
+    endpoint: S3Endpoint = request.getfixturevalue(f"{request.param}_s3")
+    return endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: S3Endpoint) -> S3Bucket:
+    """A fresh, empty bucket on each S3 server in turn."""
+    return S3Bucket(s3_endpoint, s3_endpoint.create_bucket(), s3_endpoint.storage_options())
