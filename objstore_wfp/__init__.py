@@ -4,6 +4,7 @@ See ``README.md`` for the quick start and ``docs/`` for the contract and the key
 """
 
 from objstore_wfp.backends.memory import InMemoryBackend
+from objstore_wfp.backends.objectstore import ObjectStoreBackend
 from objstore_wfp.clock import Clock, ManualClock, SystemClock
 from objstore_wfp.contract import PersistentBackend
 from objstore_wfp.errors import (
@@ -60,6 +61,7 @@ __all__ = [
     "ManualClock",
     "NotFoundError",
     "NotStarted",
+    "ObjectStoreBackend",
     "PersistentBackend",
     "SerializationError",
     "StoreUnavailableError",

@@ -188,34 +188,36 @@ class LocalStore(ConditionalStore):
         _fsync_dir(path.parent)
 
     async def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ListedObject]:
-        keys = await self._run(self._list_keys, prefix)
+        keys = await self._run(_walk_keys, self._root, prefix)
         for key in keys:
             if start_after is None or key > start_after:
                 yield ListedObject(key, None)
 
-    def _list_keys(self, prefix: str) -> list[str]:
-        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        found: list[str] = []
 
-        def walk(directory: Path, rel: str) -> None:
-            try:
-                entries = list(os.scandir(directory))
-            except (FileNotFoundError, NotADirectoryError):
-                return
-            # Sorting a directory's entries with "/" appended to subdirectories yields the keys
-            # in the same byte order a flat object store lists them.
-            named = sorted(
-                (e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e)
-                for e in entries
-                if not e.name.startswith(".")
-            )
-            for name, entry in named:
-                key = rel + name
-                if name.endswith("/"):
-                    if key.startswith(prefix) or prefix.startswith(key):
-                        walk(Path(entry.path), key)
-                elif key.startswith(prefix) and entry.is_file(follow_symlinks=False):
-                    found.append(key)
+def _walk_keys(root: Path, prefix: str) -> list[str]:
+    """Every file key under ``root`` that starts with ``prefix``, in byte order."""
+    base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+    found: list[str] = []
 
-        walk(self._root / base if base else self._root, base + "/" if base else "")
-        return found
+    def walk(directory: Path, rel: str) -> None:
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        # Sorting a directory's entries with "/" appended to subdirectories yields the keys
+        # in the same byte order a flat object store lists them.
+        named = sorted(
+            (e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e)
+            for e in entries
+            if not e.name.startswith(".")
+        )
+        for name, entry in named:
+            key = rel + name
+            if name.endswith("/"):
+                if key.startswith(prefix) or prefix.startswith(key):
+                    walk(Path(entry.path), key)
+            elif key.startswith(prefix) and entry.is_file(follow_symlinks=False):
+                found.append(key)
+
+    walk(root / base if base else root, base + "/" if base else "")
+    return found

@@ -1,0 +1,142 @@
+"""The key layout of the object-store backend: a public, versioned format.
+
+All keys are relative to the backend's root prefix::
+
+    snapshots/<I>.json                       one snapshot per instance, with its recorded results
+    blobs/<I>/<nonce>.bin                    outputs/inputs above the inline limit (raw bytes)
+    claims/<I>/<T>.json                      the lease of one task (kept after release: it holds the token)
+    cancels/<I>.json                         a pending cancellation request
+    ready/<p>/<ready-ms>.<nonce>/<I>/<T>     ready index: one entry per task a worker may pick up
+
+``<I>`` and ``<T>`` are encoded instance and task ids (:func:`encode_id`); ``<p>`` is the priority
+(1..5); ``<ready-ms>`` is the 13-digit millisecond time the task became ready. A LIST of
+``ready/`` therefore returns work in dispatch order: most urgent first, then oldest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+#: Longest encoded id kept readable; longer ones are hashed (keys stay far below S3's 1,024
+#: bytes and local file names below 255 bytes).
+MAX_READABLE = 180
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-.")
+_HASHED_PREFIX = "~~"
+
+SNAPSHOTS = "snapshots/"
+BLOBS = "blobs/"
+CLAIMS = "claims/"
+CANCELS = "cancels/"
+READY = "ready/"
+JSON_SUFFIX = ".json"
+
+
+def encode_id(value: str) -> str:
+    """Encode a legal id as one key segment, reversibly unless it is long.
+
+    Lowercase letters, digits, ``_``, ``-`` and inner dots stay as they are; every other UTF-8
+    byte becomes ``~xx`` (lowercase hex). Uppercase letters are escaped too, so two ids that
+    differ only in case never collide on a case-insensitive disk, and a leading or trailing dot
+    is escaped, so no segment is ``.``/``..`` or hidden. Encodings longer than
+    ``MAX_READABLE`` become ``~~`` and a digest; the full id is stored inside the object.
+
+    >>> encode_id("order-7"), encode_id("Job/../x"), encode_id("..")
+    ('order-7', '~4aob~2f..~2fx', '~2e~2e')
+    >>> decode_id(encode_id("ünï cödé ~%"))
+    'ünï cödé ~%'
+    """
+    out = []
+    last = len(value) - 1
+    for i, ch in enumerate(value):
+        if ch in _PLAIN and not (ch == "." and i in (0, last)):
+            out.append(ch)
+        else:
+            out.extend(f"~{b:02x}" for b in ch.encode("utf-8"))
+    encoded = "".join(out)
+    if len(encoded) > MAX_READABLE:
+        return _HASHED_PREFIX + hashlib.blake2b(value.encode("utf-8"), digest_size=20).hexdigest()
+    return encoded
+
+
+_ESCAPE = re.compile(r"~([0-9a-f]{2})")
+
+
+def decode_id(segment: str) -> str | None:
+    """The id a segment encodes; ``None`` for a hashed (long) id, whose object holds the id.
+    Raises ``ValueError`` for a segment this layout never produces."""
+    if segment.startswith(_HASHED_PREFIX):
+        return None
+    if not segment or any(c not in _PLAIN and c != "~" for c in segment):
+        raise ValueError(f"not an encoded id: {segment!r}")
+    raw = bytearray()
+    pos = 0
+    for match in _ESCAPE.finditer(segment):
+        raw += segment[pos : match.start()].encode("ascii")
+        raw.append(int(match.group(1), 16))
+        pos = match.end()
+    tail = segment[pos:]
+    if "~" in tail:
+        raise ValueError(f"not an encoded id: {segment!r}")
+    raw += tail.encode("ascii")
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"not an encoded id: {segment!r}") from None
+    if encode_id(decoded) != segment:
+        raise ValueError(f"not a canonical encoded id: {segment!r}")
+    return decoded
+
+
+def snapshot_key(instance: str) -> str:
+    return f"{SNAPSHOTS}{instance}{JSON_SUFFIX}"
+
+
+def claim_key(instance: str, task: str) -> str:
+    return f"{CLAIMS}{instance}/{task}{JSON_SUFFIX}"
+
+
+def cancel_key(instance: str) -> str:
+    return f"{CANCELS}{instance}{JSON_SUFFIX}"
+
+
+def blob_key(instance: str, nonce: str) -> str:
+    return f"{BLOBS}{instance}/{nonce}.bin"
+
+
+def ready_slot(priority: int, ready_ms: int, nonce: str) -> str:
+    """The part of a ready entry's key that orders it: ``<p>/<ready-ms>.<nonce>``."""
+    return f"{priority}/{ready_ms:013d}.{nonce}"
+
+
+def ready_key(slot: str, instance: str, task: str) -> str:
+    return f"{READY}{slot}/{instance}/{task}"
+
+
+@dataclass(frozen=True)
+class ReadyEntry:
+    slot: str
+    instance: str  # encoded
+    task: str  # encoded
+    ready_ms: int
+
+
+_READY_RE = re.compile(r"^ready/([1-5])/(\d{13})\.([0-9a-f]+)/([^/]+)/([^/]+)$")
+
+
+def parse_ready_key(key: str) -> ReadyEntry | None:
+    """The parts of a ready entry key, or ``None`` for a key this layout never writes."""
+    m = _READY_RE.match(key)
+    if m is None:
+        return None
+    priority, ms, nonce, instance, task = m.groups()
+    return ReadyEntry(f"{priority}/{ms}.{nonce}", instance, task, int(ms))
+
+
+def instance_from_snapshot_key(key: str) -> str | None:
+    """The encoded instance of a ``snapshots/<I>.json`` key, or ``None`` for a foreign key."""
+    if not key.startswith(SNAPSHOTS) or not key.endswith(JSON_SUFFIX):
+        return None
+    segment = key[len(SNAPSHOTS) : -len(JSON_SUFFIX)]
+    return segment if segment and "/" not in segment else None
