@@ -680,6 +680,15 @@ class ObjectStoreBackend(PersistentBackend):
             entry = layout.parse_ready_key(obj.key)
             if entry is None or entry.instance in cancelling:
                 continue
+            # The claim first: a running task then costs one GET, and the claim key needs only
+            # the encoded ids the entry already holds.
+            try:
+                claim = await self._read_claim(layout.claim_key(entry.instance, entry.task))
+            except SerializationError as exc:
+                log.warning("skipping task with unreadable claim: %s", exc)
+                continue
+            if claim is not None and claim[1].live(now):
+                continue
             if entry.instance not in snapshots:
                 snapshots[entry.instance] = await self._read_quietly(entry.instance)
             stored = snapshots[entry.instance]
@@ -687,13 +696,6 @@ class ObjectStoreBackend(PersistentBackend):
             if stored is None or task_id is None:
                 if _ms(now) - entry.ready_ms > STALE_GRACE.total_seconds() * 1000:
                     await self._delete_quietly([obj.key])
-                continue
-            try:
-                claim = await self._read_claim(self._claim_key(stored.instance_id, task_id))
-            except SerializationError as exc:
-                log.warning("skipping task with unreadable claim: %s", exc)
-                continue
-            if claim is not None and claim[1].live(now):
                 continue
             try:
                 task_input = await self._task_input(stored)
