@@ -21,6 +21,7 @@ from objstore_wfp.backends.validation import (
     check_output,
     check_snapshot,
     check_text,
+    expiry,
 )
 from objstore_wfp.clock import Clock, SystemClock
 from objstore_wfp.contract import PersistentBackend
@@ -205,7 +206,7 @@ class InMemoryBackend(PersistentBackend):
             if old is not None and old.live(now):
                 return None
             claim = _Claim(
-                worker_id, old.token + 1 if old else 1, now, now + ttl if ttl is not None else None
+                worker_id, old.token + 1 if old else 1, now, expiry(now, ttl) if ttl is not None else None
             )
             self._claims[key] = claim
             return TaskClaim(instance_id, task_id, worker_id, now, claim.expires_at, claim.token)
@@ -231,7 +232,7 @@ class InMemoryBackend(PersistentBackend):
         with self._lock:
             claim = self._held_by(instance_id, task_id, worker_id)
             if claim.expires_at is not None:
-                claim.expires_at = self._clock.now() + additional_duration
+                claim.expires_at = expiry(self._clock.now(), additional_duration)
             return TaskClaim(instance_id, task_id, worker_id, claim.claimed_at, claim.expires_at, claim.token)
 
     async def find_available_tasks(self, worker_id: str, limit: int) -> list[AvailableTask]:

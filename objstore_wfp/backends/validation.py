@@ -115,6 +115,14 @@ def check_duration(value: object, what: str, *, optional: bool = False) -> None:
         raise InvalidArgumentError(f"{what} must not be negative, got {value}")
 
 
+def expiry(now: datetime, duration: timedelta) -> datetime:
+    """``now + duration``, refusing a duration that runs past the end of the calendar."""
+    try:
+        return now + duration
+    except OverflowError:
+        raise InvalidArgumentError(f"a duration of {duration} from {now} is past datetime.max") from None
+
+
 def check_limit(limit: object) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise InvalidArgumentError(f"limit must be an int >= 0, got {limit!r}")

@@ -233,6 +233,17 @@ class ClaimTests:
         with expect(InvalidArgumentError, f"extend_task_claim with additional_duration={bad!r}"):
             await backend.extend_task_claim("wf-1", "t1", "w1", bad)  # type: ignore[arg-type]
 
+    async def test_durations_past_the_calendar(self, backend: PersistentBackend) -> None:
+        await backend.save_snapshot(make_snapshot())
+        with expect(InvalidArgumentError, "claim_task with ttl=timedelta.max (expiry past datetime.max)"):
+            await backend.claim_task("wf-1", "t1", "w1", timedelta.max)
+        claim = await _claim(backend, "w1", ttl=timedelta(days=365 * 100))
+        with expect(InvalidArgumentError, "extend_task_claim with timedelta.max"):
+            await backend.extend_task_claim("wf-1", "t1", "w1", timedelta.max)
+        assert await backend.claim_task("wf-1", "t1", "w2", TTL) is None
+        renewed = await backend.extend_task_claim("wf-1", "t1", "w1", TTL)
+        assert renewed.token == claim.token
+
     # -- results under a claim (fencing) -----------------------------------------------------
     async def test_result_with_live_claim(self, backend: PersistentBackend) -> None:
         await backend.save_snapshot(make_snapshot())

@@ -226,7 +226,11 @@ class IdentifierTests:
         max_examples=40,
         deadline=None,
         derandomize=True,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.differing_executors,
+        ],
     )
     @given(instance_id=legal_ids, task_id=legal_ids, worker_id=legal_ids)
     async def test_random_legal_ids_round_trip(

@@ -147,6 +147,14 @@ VARIANTS: dict[str, Callable[[], WorkflowSnapshot]] = {
 TERMINAL = {"completed": _completed, "failed": _failed, "cancelled": _cancelled}
 
 
+def make_snapshot_like(snapshot: WorkflowSnapshot) -> WorkflowSnapshot:
+    """A never-saved copy with the same content (``version`` is None)."""
+    copy = make_snapshot(snapshot.instance_id)
+    copy.state = InProgress(AtTask("t1"))
+    copy.created_at, copy.updated_at = snapshot.created_at, snapshot.updated_at
+    return copy
+
+
 class SnapshotTests:
     """Snapshots: round trips, versions and compare-and-swap, terminal states, delete and list."""
 
@@ -239,6 +247,28 @@ class SnapshotTests:
         )
         stored = await backend.load_snapshot("wf-1")
         assert stored.position == AtTask(f"writer-{winners[0]}")
+
+    async def test_cas_detects_a_rewrite_of_identical_bytes(self, backend: PersistentBackend) -> None:
+        # A version derived from the content alone (an MD5 ETag, a hash) would let the stale
+        # writer below through once the stored bytes are back to what it loaded: a lost update.
+        original = make_snapshot()
+        await backend.save_snapshot(original)
+        stale = await backend.load_snapshot("wf-1")
+        first_version = stale.version
+        moved = await backend.load_snapshot("wf-1")
+        moved.update_position(AtTask("elsewhere"))
+        await backend.save_snapshot(moved)
+        back = await backend.load_snapshot("wf-1")
+        back.state = InProgress(AtTask("t1"))
+        back.updated_at = original.updated_at
+        await backend.save_snapshot(back)
+        assert back.version != first_version, "a later write reused an earlier version (ABA)"
+        again = await backend.save_snapshot(make_snapshot_like(original))
+        assert again not in (first_version, back.version), "re-saving identical bytes reused a version"
+        stale.update_position(AtTask("stale writer"))
+        with expect(ConflictError, "CAS save with a version two writes old, the content written back since"):
+            await backend.save_snapshot(stale)
+        assert (await backend.load_snapshot("wf-1")).position == AtTask("t1")
 
     async def test_cas_on_missing_snapshot_conflicts(self, backend: PersistentBackend) -> None:
         snapshot = make_snapshot()
