@@ -1,0 +1,183 @@
+"""``Client``: submit workflows, read their status, wait for results, cancel them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from objstore_wfp.contract import PersistentBackend
+from objstore_wfp.errors import ClaimLostError, NotFoundError
+from objstore_wfp.ids import validate_id
+from objstore_wfp.model import AtTask, Cancelled, Completed, Failed, WorkflowSnapshot
+from objstore_wfp.runtime.codec import Codec, JsonCodec
+from objstore_wfp.runtime.errors import InstanceExistsError, WorkflowCancelledError, WorkflowFailedError
+from objstore_wfp.runtime.flow import RESERVED_PREFIX, Flow, Registry
+from objstore_wfp.runtime.progress import describe_position, start_position
+
+IfExists = Literal["error", "return_existing", "replace"]
+
+#: Claimed (as a task id of the instance) while a submit checks for and writes an instance, so
+#: that concurrent submits of one id are serialised; flows cannot use ids with this prefix.
+SUBMIT_LOCK = f"{RESERVED_PREFIX}submit"
+SUBMIT_LOCK_TTL = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class WorkflowStatus:
+    """What a client can tell about one instance. ``output`` is the decoded final output once
+    completed; ``error`` the failure or cancellation reason."""
+
+    instance_id: str
+    definition_hash: str
+    flow: str | None
+    state: Literal["in_progress", "completed", "failed", "cancelled"]
+    position: str
+    completed_tasks: tuple[str, ...]
+    output: Any
+    error: str | None
+    priority: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state != "in_progress"
+
+
+class Client:
+    """Submits and follows workflow instances. ``flows`` are only needed to name flows in
+    :meth:`status`; :meth:`submit` takes the flow itself."""
+
+    def __init__(
+        self, backend: PersistentBackend, flows: Iterable[Flow] = (), *, codec: Codec | None = None
+    ) -> None:
+        self.backend = backend
+        self.registry = Registry(flows)
+        self.codec: Codec = codec or JsonCodec()
+        self.client_id = f"client-{uuid.uuid4().hex[:8]}"
+
+    async def submit(
+        self,
+        flow: Flow,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        priority: int = 3,
+        if_exists: IfExists = "error",
+    ) -> str:
+        """Store a new instance of ``flow`` ready to run its first task; return its id (default
+        ``<flow name>-<random hex>``).
+
+        With an id that already exists: ``"error"`` raises :class:`InstanceExistsError`,
+        ``"return_existing"`` leaves the stored instance alone and returns its id, ``"replace"``
+        deletes it (results, claims, everything) and submits anew. Concurrent submits of one id
+        through clients are serialised by a claim, so exactly one of them creates the instance.
+        """
+        if if_exists not in ("error", "return_existing", "replace"):
+            raise ValueError(f"if_exists must be 'error', 'return_existing' or 'replace', not {if_exists!r}")
+        instance_id = validate_id(instance_id or f"{flow.name}-{uuid.uuid4().hex[:12]}", "instance_id")
+        snapshot = WorkflowSnapshot(
+            instance_id, flow.definition_hash, initial_input=self.codec.encode(input), priority=priority
+        )
+        snapshot.update_position(start_position(flow))
+        lock = await self._lock(instance_id)
+        try:
+            try:
+                await self.backend.load_snapshot(instance_id)
+                exists = True
+            except NotFoundError:
+                exists = False
+            if exists:
+                if if_exists == "error":
+                    raise InstanceExistsError(f"instance {instance_id!r} already exists")
+                if if_exists == "return_existing":
+                    return instance_id
+                await self.backend.delete_snapshot(instance_id)
+            await self.backend.save_snapshot(snapshot)
+            return instance_id
+        finally:
+            if lock:
+                # NotFound/ClaimLost: "replace" deleted it with the old instance, or it expired.
+                with contextlib.suppress(NotFoundError, ClaimLostError):
+                    await self.backend.release_task_claim(instance_id, SUBMIT_LOCK, self.client_id)
+
+    async def _lock(self, instance_id: str) -> bool:
+        deadline = time.monotonic() + SUBMIT_LOCK_TTL.total_seconds()
+        while time.monotonic() < deadline:
+            if await self.backend.claim_task(instance_id, SUBMIT_LOCK, self.client_id, SUBMIT_LOCK_TTL):
+                return True
+            await asyncio.sleep(0.05)
+        # A submitter that died holding the lock lets it expire; by now it has.
+        return False
+
+    async def status(self, instance_id: str) -> WorkflowStatus:
+        """The instance's state; raises ``NotFoundError`` for an unknown id."""
+        return self.describe(await self.backend.load_snapshot(instance_id))
+
+    def describe(self, snapshot: WorkflowSnapshot) -> WorkflowStatus:
+        """A :class:`WorkflowStatus` for a loaded snapshot."""
+        flow = self.registry.get(snapshot.definition_hash)
+        state = snapshot.state
+        output: Any = None
+        error: str | None = None
+        if isinstance(state, Completed):
+            name: Literal["in_progress", "completed", "failed", "cancelled"] = "completed"
+            output = self.codec.decode(state.final_output)
+        elif isinstance(state, Failed):
+            name, error = "failed", state.error
+        elif isinstance(state, Cancelled):
+            name, error = "cancelled", state.reason
+        else:
+            name = "in_progress"
+        return WorkflowStatus(
+            instance_id=snapshot.instance_id,
+            definition_hash=snapshot.definition_hash,
+            flow=flow.name if flow else None,
+            state=name,
+            position=describe_position(snapshot.position),
+            completed_tasks=tuple(snapshot.completed_tasks),
+            output=output,
+            error=error,
+            priority=snapshot.priority,
+            created_at=snapshot.created_at,
+            updated_at=snapshot.updated_at,
+        )
+
+    async def result(
+        self, instance_id: str, *, timeout: float | None = None, poll_interval: float = 0.2
+    ) -> Any:
+        """Wait for the instance to finish and return its decoded output. Raises
+        :class:`WorkflowFailedError`, :class:`WorkflowCancelledError`, or ``TimeoutError``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            snapshot = await self.backend.load_snapshot(instance_id)
+            state = snapshot.state
+            if isinstance(state, Completed):
+                return self.codec.decode(state.final_output)
+            if isinstance(state, Failed):
+                raise WorkflowFailedError(instance_id, state.error)
+            if isinstance(state, Cancelled):
+                raise WorkflowCancelledError(instance_id, state.reason)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"workflow {instance_id!r} still running after {timeout} s")
+            await asyncio.sleep(poll_interval)
+
+    async def cancel(
+        self, instance_id: str, reason: str = "cancelled by client", requested_by: str = ""
+    ) -> bool:
+        """Cancel the instance now: it becomes ``Cancelled`` (keeping completed tasks) and no
+        further task of it is offered. A task already running finishes, but its result is refused
+        (a request placed directly through the backend is applied by the task's worker at its
+        next heartbeat, which then stops the task). Returns ``False`` if it was
+        already cancelled; raises ``CannotCancelError`` if it completed or failed."""
+        await self.backend.request_cancellation(instance_id, reason, requested_by or self.client_id)
+        snapshot = await self.backend.load_snapshot(instance_id)
+        position = snapshot.position
+        at = position.task_id if isinstance(position, AtTask) else None
+        return await self.backend.check_and_cancel(instance_id, interrupted_at_task=at)

@@ -1,0 +1,460 @@
+"""``Worker``: finds, claims, runs, records and advances tasks of the flows it is given.
+
+One task goes through: claim with a lease (TTL) -> run the function (in a thread, or awaited if
+it is ``async def``) while a heartbeat renews the lease well inside the TTL -> record the output
+fenced by the claim -> advance the workflow by compare-and-swap -> release the claim.
+
+- Execution is at least once: a task runs again if its worker dies or loses its lease mid-run.
+- Recording is exactly once: the first recorded output wins; a worker whose output lost adopts
+  the recorded one, and a worker whose lease was lost abandons its run without recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from objstore_wfp.clock import Clock, SystemClock
+from objstore_wfp.contract import PersistentBackend
+from objstore_wfp.errors import BackendError, ClaimLostError, ConflictError, NotFoundError, SerializationError
+from objstore_wfp.ids import validate_id
+from objstore_wfp.model import AvailableTask, TaskClaim, WorkflowSnapshot
+from objstore_wfp.runtime.cas import update_snapshot
+from objstore_wfp.runtime.codec import Codec, JsonCodec
+from objstore_wfp.runtime.errors import FlowDefinitionError
+from objstore_wfp.runtime.events import EventHandler, EventKind, WorkerEvent, WorkerStats
+from objstore_wfp.runtime.flow import Flow, Registry, Step
+from objstore_wfp.runtime.progress import advance
+from objstore_wfp.runtime.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+#: Largest batch a worker asks ``find_available_tasks`` for when skipping tasks of unknown flows.
+MAX_FIND_LIMIT = 256
+
+
+def default_worker_id() -> str:
+    """``<host>-<pid>-<random>``: unique per worker, readable in claim listings."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class _Lease:
+    claim: TaskClaim
+    lost: str | None = None
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: str
+
+
+class Worker:
+    """Runs tasks of ``flows`` stored in ``backend``.
+
+    - ``concurrency``: tasks run at once by this worker.
+    - ``lease``: the claim's TTL; ``heartbeat`` (default a third of it) is how often it is renewed.
+      If the worker dies, another takes the task over once the lease has expired.
+    - ``poll_interval``: seconds between polls while there is no work.
+    - ``retry``: attempts and backoff for a failing task; then the workflow is marked ``Failed``.
+    - ``sweep_interval``: how often ``run_forever`` repairs workflows whose result was recorded by
+      a worker that died before advancing them (see :meth:`sweep`).
+    - ``shutdown_grace``: seconds in-flight tasks get to finish after :meth:`stop` (default: the
+      lease); then they are abandoned and their claims released.
+    - ``on_event``: called with every :class:`WorkerEvent` (from the worker's event loop).
+
+    Serverless handler::
+
+        def handler(event, context):
+            return asyncio.run(Worker(open_backend(URL), [flow]).run_once())
+    """
+
+    def __init__(
+        self,
+        backend: PersistentBackend,
+        flows: Iterable[Flow] | Registry,
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 4,
+        lease: timedelta = timedelta(seconds=30),
+        heartbeat: timedelta | None = None,
+        poll_interval: float = 1.0,
+        retry: RetryPolicy | None = None,
+        codec: Codec | None = None,
+        sweep_interval: float = 60.0,
+        shutdown_grace: float | None = None,
+        clock: Clock | None = None,
+        on_event: EventHandler | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if lease <= timedelta(0):
+            raise ValueError(f"lease must be positive, got {lease}")
+        heartbeat = heartbeat if heartbeat is not None else lease / 3
+        if not timedelta(0) < heartbeat < lease:
+            raise ValueError(f"heartbeat ({heartbeat}) must be positive and shorter than the lease ({lease})")
+        self.backend = backend
+        self.registry = flows if isinstance(flows, Registry) else Registry(flows)
+        if not len(self.registry):
+            raise FlowDefinitionError("a worker needs at least one flow")
+        self.worker_id = validate_id(worker_id or default_worker_id(), "worker_id")
+        self.concurrency = concurrency
+        self.lease = lease
+        self.heartbeat = heartbeat
+        self.poll_interval = poll_interval
+        self.retry = retry or RetryPolicy()
+        self.codec: Codec = codec or JsonCodec()
+        self.sweep_interval = sweep_interval
+        self.shutdown_grace = shutdown_grace if shutdown_grace is not None else lease.total_seconds()
+        self.clock: Clock = clock or SystemClock()
+        self.on_event = on_event
+        self.stats = WorkerStats()
+        self._executor: ThreadPoolExecutor | None = None
+        self._stop: asyncio.Event | None = None
+        self._inflight: set[asyncio.Task[int]] = set()
+
+    # -- public entry points -------------------------------------------------------------------
+    async def run_once(self) -> int:
+        """Poll once, run what this worker can claim (at most ``concurrency`` tasks) to the end,
+        and return how many tasks it completed. For serverless handlers and cron jobs."""
+        with self._thread_pool():
+            found = await self._find(self.concurrency)
+            done = await asyncio.gather(*(self._process(task) for task in found))
+        return sum(done)
+
+    async def run_until_idle(self) -> int:
+        """Work until nothing is left to do (no task available, none in flight, nothing to
+        repair); return the number of tasks completed. A task whose lease is held by a dead
+        worker is not available until the lease expires, so this may return before it is redone."""
+        return await self._run(until_idle=True, handle_signals=False)
+
+    async def run_forever(self, *, handle_signals: bool = True) -> int:
+        """Work until :meth:`stop` (by default also on SIGTERM or SIGINT); return the number of
+        tasks completed. A second signal abandons in-flight tasks at once."""
+        return await self._run(until_idle=False, handle_signals=handle_signals)
+
+    def stop(self) -> None:
+        """Stop claiming new tasks and let in-flight ones finish (``shutdown_grace``); a second
+        call abandons them at once and releases their claims. Call it from the event loop."""
+        if self._stop is None:
+            return
+        if self._stop.is_set():
+            for task in self._inflight:
+                task.cancel()
+        self._stop.set()
+
+    async def sweep(self) -> int:
+        """Advance every in-progress workflow of a known flow whose recorded results are ahead of
+        its position (a worker died between recording and advancing); return how many moved.
+        Costs one load per stored instance, so it runs rarely."""
+        moved = 0
+        for instance_id in await self.backend.list_snapshots():
+            try:
+                snapshot = await self.backend.load_snapshot(instance_id)
+            except (NotFoundError, SerializationError):
+                continue
+            flow = self.registry.get(snapshot.definition_hash)
+            if flow is None or snapshot.is_terminal or not self._advance(flow, snapshot):
+                continue
+            try:
+                await self.backend.save_snapshot(snapshot)
+            except ConflictError:
+                continue  # someone else moved it meanwhile
+            moved += 1
+            self._emit("advanced", instance_id, detail=str(snapshot.position or "finished"))
+        return moved
+
+    # -- the loop ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _thread_pool(self) -> Any:
+        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"wfp-{self.worker_id}")
+        try:
+            yield
+        finally:
+            # A function abandoned after its lease was lost may still be running: do not wait.
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    async def _run(self, *, until_idle: bool, handle_signals: bool) -> int:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        installed: list[signal.Signals] = []
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    loop.add_signal_handler(sig, self.stop)
+                    installed.append(sig)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass  # not the main thread, or a platform without signal handlers
+        completed = 0
+        last_sweep = time.monotonic()
+        stop_waiter = asyncio.ensure_future(self._stop.wait())
+        try:
+            with self._thread_pool():
+                while not self._stop.is_set():
+                    free = self.concurrency - len(self._inflight)
+                    found = await self._find(free) if free else []
+                    for task in found:
+                        self._inflight.add(asyncio.ensure_future(self._process(task)))
+                    if not self._inflight and not found:
+                        if until_idle:
+                            if await self.sweep() == 0:
+                                break
+                            continue
+                        if time.monotonic() - last_sweep >= self.sweep_interval:
+                            last_sweep = time.monotonic()
+                            await self.sweep()
+                    # Wake on a finished task (its successor may now be ready), the stop signal,
+                    # or after poll_interval when slots are free and the last poll came up short.
+                    timeout = self.poll_interval if len(found) < free else None
+                    done, _ = await asyncio.wait(
+                        {*self._inflight, stop_waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    completed += self._harvest(done)
+                if self._inflight:
+                    done, _ = await asyncio.wait(self._inflight, timeout=self.shutdown_grace)
+                    completed += self._harvest(done)
+                    for running in self._inflight:
+                        running.cancel()
+                    done, _ = await asyncio.wait(self._inflight) if self._inflight else (set(), set())
+                    completed += self._harvest(done)
+        finally:
+            stop_waiter.cancel()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            self._stop = None
+        return completed
+
+    def _harvest(self, done: AbstractSet[asyncio.Future[Any]]) -> int:
+        completed = 0
+        for task in done:
+            if task not in self._inflight:
+                continue
+            self._inflight.discard(task)
+            if task.cancelled():
+                continue
+            exc = task.exception()
+            if exc is not None:
+                log.error("worker %s: task processing crashed", self.worker_id, exc_info=exc)
+            else:
+                completed += task.result()
+        return completed
+
+    async def _find(self, wanted: int) -> list[AvailableTask]:
+        """Up to ``wanted`` available tasks of known flows. Asks for more when tasks of flows
+        this worker does not know fill the answer."""
+        limit = wanted
+        while True:
+            try:
+                found = await self.backend.find_available_tasks(self.worker_id, limit)
+            except BackendError as exc:
+                log.warning("worker %s: find_available_tasks failed: %s", self.worker_id, exc)
+                return []
+            usable = [t for t in found if self._step_for(t) is not None]
+            if len(usable) >= wanted or len(found) < limit or limit >= MAX_FIND_LIMIT:
+                return usable[:wanted]
+            limit = min(MAX_FIND_LIMIT, limit * 4)
+
+    def _step_for(self, task: AvailableTask) -> tuple[Flow, Step] | None:
+        flow = self.registry.get(task.workflow_definition_hash)
+        step = flow.task(task.task_id) if flow is not None else None
+        return (flow, step) if flow is not None and step is not None else None
+
+    # -- one task ------------------------------------------------------------------------------
+    async def _process(self, task: AvailableTask) -> int:
+        """Claim, run, record, advance, release; return 1 if the task ended recorded."""
+        found = self._step_for(task)
+        if found is None:
+            return 0
+        flow, step = found
+        iid, tid = task.instance_id, task.task_id
+        try:
+            claim = await self.backend.claim_task(iid, tid, self.worker_id, self.lease)
+        except BackendError as exc:
+            log.warning("worker %s: claiming %s/%s failed: %s", self.worker_id, iid, tid, exc)
+            return 0
+        if claim is None:
+            return 0
+        self.stats.claimed += 1
+        if claim.token > 1:
+            self.stats.takeovers += 1
+        self._emit("claimed", iid, tid, token=claim.token)
+        lease = _Lease(claim)
+        holding = True
+        try:
+            outcome = await self._run_leased(lease, step, task.input)
+            if lease.lost is not None:
+                holding = False
+                self.stats.lost += 1
+                self._emit("lost", iid, tid, token=claim.token, detail=lease.lost)
+                return 0
+            if lease.cancelled:
+                self._emit("cancelled", iid, tid, token=claim.token)
+                return 0
+            if isinstance(outcome, _Failure):
+                await self._fail(iid, tid, outcome.error)
+                return 0
+            try:
+                await self.backend.save_task_result(iid, tid, outcome, claim=lease.claim)
+            except ClaimLostError as exc:
+                holding = False
+                self.stats.lost += 1
+                self._emit("lost", iid, tid, token=claim.token, detail=str(exc))
+                return 0
+            except ConflictError:
+                if await self.backend.load_task_result(iid, tid) is None:
+                    # Nothing recorded yet the result is refused: the workflow became final.
+                    self._emit("cancelled", iid, tid, token=claim.token, detail="workflow is final")
+                    return 0
+                self.stats.duplicates += 1
+                self._emit("duplicate", iid, tid, token=claim.token)
+            else:
+                self.stats.recorded += 1
+                self._emit("recorded", iid, tid, token=claim.token)
+            await update_snapshot(self.backend, iid, lambda s: self._advance(flow, s))
+            return 1
+        except asyncio.CancelledError:
+            self._emit("released", iid, tid, token=claim.token, detail="worker shutting down")
+            raise
+        except BackendError as exc:
+            log.warning("worker %s: task %s/%s: %s", self.worker_id, iid, tid, exc)
+            return 0
+        finally:
+            if holding:
+                await self._release(iid, tid)
+
+    async def _run_leased(self, lease: _Lease, step: Step, data: bytes | None) -> bytes | _Failure:
+        """Run every attempt of ``step`` while a heartbeat keeps the lease alive. If the lease is
+        lost or the workflow is cancelled, the run is stopped (an ``async`` function is
+        cancelled; a thread cannot be, so its eventual result is dropped)."""
+        work = asyncio.ensure_future(self._attempts(lease.claim, step, data))
+        beat = asyncio.ensure_future(self._heartbeat(lease, work))
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if lease.lost is None and not lease.cancelled:
+                raise  # the worker itself is being cancelled (shutdown)
+            return _Failure("abandoned")
+        finally:
+            beat.cancel()
+            work.cancel()
+
+    async def _heartbeat(self, lease: _Lease, work: asyncio.Future[Any]) -> None:
+        claim = lease.claim
+        interval = self.heartbeat.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                lease.claim = await self.backend.extend_task_claim(
+                    claim.instance_id, claim.task_id, self.worker_id, self.lease
+                )
+            except (ClaimLostError, NotFoundError) as exc:
+                lease.lost = f"lease lost: {exc}"
+                work.cancel()
+                return
+            except BackendError as exc:
+                if lease.claim.is_expired(self.clock.now()):
+                    lease.lost = f"lease expired while renewing failed: {exc}"
+                    work.cancel()
+                    return
+                log.warning("worker %s: renewing lease failed, will retry: %s", self.worker_id, exc)
+                continue
+            try:
+                if await self.backend.check_and_cancel(claim.instance_id, claim.task_id):
+                    lease.cancelled = True
+                    work.cancel()
+                    return
+            except BackendError as exc:
+                log.warning("worker %s: checking cancellation failed: %s", self.worker_id, exc)
+
+    async def _attempts(self, claim: TaskClaim, step: Step, data: bytes | None) -> bytes | _Failure:
+        iid, tid = claim.instance_id, claim.task_id
+        attempt = 0
+        while True:
+            attempt += 1
+            self.stats.executions += 1
+            self._emit("started", iid, tid, token=claim.token, attempt=attempt)
+            try:
+                value = self.codec.decode(data) if data is not None else None
+                return self.codec.encode(await self._call(step, value))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if attempt >= self.retry.max_attempts:
+                    return _Failure(f"task {tid!r} failed after {attempt} attempt(s): {error}")
+                self.stats.retries += 1
+                self._emit("retrying", iid, tid, token=claim.token, attempt=attempt, detail=error)
+                await asyncio.sleep(self.retry.backoff(attempt))
+
+    async def _call(self, step: Step, value: Any) -> Any:
+        if inspect.iscoroutinefunction(step.fn):
+            return await step.fn(value)
+        assert self._executor is not None
+        result = await asyncio.get_running_loop().run_in_executor(self._executor, step.fn, value)
+        return await result if inspect.isawaitable(result) else result
+
+    async def _fail(self, instance_id: str, task_id: str, error: str) -> None:
+        def mark(snapshot: WorkflowSnapshot) -> bool:
+            # Another execution of the task may have succeeded meanwhile: then nothing failed.
+            if task_id in snapshot.completed_tasks:
+                return False
+            snapshot.mark_failed(error)
+            return True
+
+        await update_snapshot(self.backend, instance_id, mark)
+        self.stats.failed += 1
+        self._emit("failed", instance_id, task_id, detail=error)
+
+    def _advance(self, flow: Flow, snapshot: WorkflowSnapshot) -> bool:
+        try:
+            return advance(flow, snapshot, self.codec)
+        except FlowDefinitionError as exc:
+            log.error("worker %s: instance %r: %s", self.worker_id, snapshot.instance_id, exc)
+            return False
+
+    async def _release(self, instance_id: str, task_id: str) -> None:
+        try:
+            await self.backend.release_task_claim(instance_id, task_id, self.worker_id)
+        except (NotFoundError, ClaimLostError):
+            pass  # nothing of ours left to give back
+        except BackendError as exc:
+            log.warning(
+                "worker %s: release of %s/%s failed (lease will expire): %s",
+                self.worker_id,
+                instance_id,
+                task_id,
+                exc,
+            )
+
+    def _emit(
+        self,
+        kind: EventKind,
+        instance_id: str,
+        task_id: str | None = None,
+        *,
+        token: int | None = None,
+        attempt: int | None = None,
+        detail: str = "",
+    ) -> None:
+        if self.on_event is None:
+            return
+        event = WorkerEvent(kind, self.worker_id, instance_id, task_id, token, attempt, detail)
+        try:
+            self.on_event(event)
+        except Exception:
+            log.exception("worker %s: event handler failed", self.worker_id)
