@@ -1,0 +1,583 @@
+"""A ``PersistentBackend`` on Redis (redis-py asyncio): an example of a custom backend.
+
+Every read-modify-write runs as one Lua script, so it is atomic on the server: compare-and-swap
+on a version field, first-wins task results, claims with fencing tokens, and the ready index
+that ``find_available_tasks`` reads, updated in the same script as the snapshot it derives from.
+Claim expiry is judged by the backend's injected ``clock``: Python passes ``now`` into the
+scripts (Redis's own TTLs and clock are never used), so a test can move time by hand.
+
+Keys (``P`` is the prefix, default ``objstore-wfp:``; ``{id}`` is the instance id verbatim, which
+is unambiguous because it always ends the key)::
+
+    P:instances           set    every instance id (list_snapshots)
+    P:version             string counter; INCR gives every save a new, never reused version
+    P:ready:1 .. P:ready:5 zset  ready tasks of each priority; score = ready time (microseconds
+                                 since the epoch, exact in a double), member = instance "\\0" task,
+                                 so ZRANGE gives ready time, then instance id, then task id
+    P:snap:{id}           hash   doc      snapshot JSON (codec envelope) without results
+                                 version  current version
+                                 state    in_progress | completed | failed | cancelled
+                                 priority, hash (definition hash), input (initial input; absent
+                                 for None), last (last completed task id; absent for None):
+                                 what find_available_tasks needs without decoding ``doc``
+    P:results:{id}        hash   task id -> output bytes (append-only, first result wins)
+    P:readyat:{id}        hash   task id -> ready time of each indexed task (kept across saves)
+    P:claims:{id}         hash   task id -> "token|claimed_at|expires_at|holder" (microseconds;
+                                 expires_at empty = no TTL; holder empty = released, token kept)
+    P:cancel:{id}         string pending cancellation request (codec JSON)
+
+Ids never contain control characters, so ``"\\0"`` safely separates instance and task ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from objstore_wfp import (
+    AvailableTask,
+    CancellationRequest,
+    Cancelled,
+    CannotCancelError,
+    ClaimLostError,
+    Clock,
+    ConflictError,
+    NotFoundError,
+    PersistentBackend,
+    SerializationError,
+    StoreUnavailableError,
+    SystemClock,
+    TaskClaim,
+    TaskResult,
+    WorkflowSnapshot,
+)
+from objstore_wfp.backends.validation import (
+    check_claim_for,
+    check_duration,
+    check_ids,
+    check_limit,
+    check_optional_task_id,
+    check_output,
+    check_snapshot,
+    check_text,
+    expiry,
+)
+from objstore_wfp.ids import validate_id
+from objstore_wfp.model.codec import (
+    cancellation_from_json,
+    cancellation_to_json,
+    dumps,
+    loads,
+    open_envelope,
+    snapshot_from_reader,
+    snapshot_to_json,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_PRIORITIES = range(1, 6)
+
+# Shared by the claim scripts. Times stay strings end to end: Lua 5.1 prints large numbers
+# with 14 significant digits, which would round microsecond timestamps.
+_CLAIM_LUA = """
+local function parse_claim(raw)
+  if not raw then return nil end
+  local token, claimed, expires, holder = string.match(raw, "^(%d+)|(%-?%d+)|(%-?%d*)|(.*)$")
+  return {token = token, claimed = claimed, expires = expires, holder = holder}
+end
+local function is_live(c, now)
+  return c.holder ~= "" and (c.expires == "" or tonumber(now) < tonumber(c.expires))
+end
+"""
+
+# KEYS: snap, results, readyat, instances, version, ready:1..ready:5
+# ARGV: instance, expected version ("" = none), doc, state, priority, definition hash,
+#       has input ("0"/"1"), input, last completed ("" = none), now, n, n (task, output) pairs,
+#       then the tasks the snapshot offers.
+_SAVE_SNAPSHOT = """
+local snap, results, readyat = KEYS[1], KEYS[2], KEYS[3]
+local old = redis.call("HMGET", snap, "version", "state", "priority")
+if old[1] and old[2] ~= "in_progress" then return {"terminal"} end
+if ARGV[2] ~= "" and old[1] ~= ARGV[2] then return {"moved", old[1] or ""} end
+local n = tonumber(ARGV[11])
+for i = 12, 10 + 2 * n, 2 do
+  local have = redis.call("HGET", results, ARGV[i])
+  if have and have ~= ARGV[i + 1] then return {"result", ARGV[i]} end
+end
+-- Every check passed: only now write (a Lua error would not roll back earlier writes).
+for i = 12, 10 + 2 * n, 2 do redis.call("HSETNX", results, ARGV[i], ARGV[i + 1]) end
+local version = redis.call("INCR", KEYS[5])
+redis.call("HSET", snap, "doc", ARGV[3], "version", version, "state", ARGV[4],
+           "priority", ARGV[5], "hash", ARGV[6])
+if ARGV[7] == "1" then redis.call("HSET", snap, "input", ARGV[8]) else redis.call("HDEL", snap, "input") end
+if ARGV[9] ~= "" then redis.call("HSET", snap, "last", ARGV[9]) else redis.call("HDEL", snap, "last") end
+local member = ARGV[1] .. "\\0"
+local was_ready = {}
+local old_ready = redis.call("HGETALL", readyat)
+for i = 1, #old_ready, 2 do
+  was_ready[old_ready[i]] = old_ready[i + 1]
+  redis.call("ZREM", KEYS[5 + tonumber(old[3])], member .. old_ready[i])
+end
+redis.call("DEL", readyat)
+local zset = KEYS[5 + tonumber(ARGV[5])]
+for i = 12 + 2 * n, #ARGV do
+  local task = ARGV[i]
+  if redis.call("HEXISTS", results, task) == 0 then
+    local ready_at = was_ready[task] or ARGV[10]
+    redis.call("HSET", readyat, task, ready_at)
+    redis.call("ZADD", zset, ready_at, member .. task)
+  end
+end
+redis.call("SADD", KEYS[4], ARGV[1])
+return {"ok", version}
+"""
+
+# KEYS: snap, results, claims, readyat, version, ready:1..ready:5
+# ARGV: instance, task, output, check claim ("0"/"1"), claim worker, claim token, now
+_SAVE_RESULT = (
+    _CLAIM_LUA
+    + """
+local state = redis.call("HGET", KEYS[1], "state")
+if not state then return "missing" end
+if ARGV[4] == "1" then
+  local c = parse_claim(redis.call("HGET", KEYS[3], ARGV[2]))
+  if not c or c.holder ~= ARGV[5] or c.token ~= ARGV[6] or not is_live(c, ARGV[7]) then
+    return "lost"
+  end
+end
+local have = redis.call("HGET", KEYS[2], ARGV[2])
+if have then
+  if have == ARGV[3] then return "ok" end
+  return "result"
+end
+if state ~= "in_progress" then return "terminal" end
+redis.call("HSET", KEYS[2], ARGV[2], ARGV[3])
+if redis.call("HDEL", KEYS[4], ARGV[2]) == 1 then
+  local priority = redis.call("HGET", KEYS[1], "priority")
+  redis.call("ZREM", KEYS[5 + tonumber(priority)], ARGV[1] .. "\\0" .. ARGV[2])
+end
+redis.call("HSET", KEYS[1], "version", redis.call("INCR", KEYS[5]))
+return "ok"
+"""
+)
+
+# KEYS: claims.  ARGV: task, worker, now, expires_at ("" = no TTL)
+_CLAIM = (
+    _CLAIM_LUA
+    + """
+local c = parse_claim(redis.call("HGET", KEYS[1], ARGV[1]))
+if c and is_live(c, ARGV[3]) then return false end
+local token = 1
+if c then token = tonumber(c.token) + 1 end
+redis.call("HSET", KEYS[1], ARGV[1], token .. "|" .. ARGV[3] .. "|" .. ARGV[4] .. "|" .. ARGV[2])
+return token
+"""
+)
+
+# KEYS: claims.  ARGV: task, worker, new expires_at (for extend; "" for release)
+# Returns "missing", "lost" or {token, claimed_at, expires_at}.
+_RELEASE_OR_EXTEND = (
+    _CLAIM_LUA
+    + """
+local c = parse_claim(redis.call("HGET", KEYS[1], ARGV[1]))
+if not c or c.holder == "" then return "missing" end
+if c.holder ~= ARGV[2] then return "lost" end
+local holder, expires = "", c.expires
+if ARGV[3] ~= "" then
+  holder = c.holder
+  if expires ~= "" then expires = ARGV[3] end
+end
+redis.call("HSET", KEYS[1], ARGV[1], c.token .. "|" .. c.claimed .. "|" .. expires .. "|" .. holder)
+return {c.token, c.claimed, expires}
+"""
+)
+
+# KEYS: snap, results, readyat, claims, cancel, instances, ready:1..ready:5.  ARGV: instance
+_DELETE = """
+local priority = redis.call("HGET", KEYS[1], "priority")
+if not priority then return 0 end
+for _, task in ipairs(redis.call("HKEYS", KEYS[3])) do
+  redis.call("ZREM", KEYS[6 + tonumber(priority)], ARGV[1] .. "\\0" .. task)
+end
+redis.call("DEL", KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call("SREM", KEYS[6], ARGV[1])
+return 1
+"""
+
+# KEYS: snap, cancel.  ARGV: request JSON
+_REQUEST_CANCELLATION = """
+local state = redis.call("HGET", KEYS[1], "state")
+if not state then return "missing" end
+if state == "in_progress" then redis.call("SET", KEYS[2], ARGV[1]) end
+return state
+"""
+
+# KEYS: snap, cancel, readyat, version, ready:1..ready:5
+# ARGV: instance, expected version, expected request, cancelled doc
+_CHECK_AND_CANCEL = """
+local snap = redis.call("HMGET", KEYS[1], "version", "state", "priority")
+if not snap[1] then return "missing" end
+local request = redis.call("GET", KEYS[2])
+if not request then return "none" end
+if snap[2] ~= "in_progress" then
+  redis.call("DEL", KEYS[2])
+  return "none"
+end
+if snap[1] ~= ARGV[2] or request ~= ARGV[3] then return "retry" end
+for _, task in ipairs(redis.call("HKEYS", KEYS[3])) do
+  redis.call("ZREM", KEYS[4 + tonumber(snap[3])], ARGV[1] .. "\\0" .. task)
+end
+redis.call("DEL", KEYS[2], KEYS[3])
+redis.call("HSET", KEYS[1], "doc", ARGV[4], "state", "cancelled", "version", redis.call("INCR", KEYS[4]))
+return "cancelled"
+"""
+
+
+def _micros(moment: datetime) -> str:
+    return str((moment - _EPOCH) // timedelta(microseconds=1))
+
+
+def _moment(micros: bytes | str) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(micros))
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8")
+
+
+class RedisBackend(PersistentBackend):
+    """Workflow state in one Redis database, under a key prefix.
+
+    ``client`` must return bytes (``decode_responses=False``, the default); :meth:`close`
+    closes it. ``clock`` judges claim expiry and stamps ready times; all workers sharing the
+    database must use clocks that agree to well within a claim's TTL.
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str = "objstore-wfp:", clock: Clock | None = None
+    ) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._clock = clock or SystemClock()
+        self._save_snapshot = client.register_script(_SAVE_SNAPSHOT)
+        self._save_result = client.register_script(_SAVE_RESULT)
+        self._claim = client.register_script(_CLAIM)
+        self._release_or_extend = client.register_script(_RELEASE_OR_EXTEND)
+        self._delete = client.register_script(_DELETE)
+        self._request_cancellation = client.register_script(_REQUEST_CANCELLATION)
+        self._check_and_cancel = client.register_script(_CHECK_AND_CANCEL)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "objstore-wfp:", clock: Clock | None = None) -> RedisBackend:
+        """Connect to ``redis://host:port/db``."""
+        return cls(aioredis.Redis.from_url(url), prefix=prefix, clock=clock)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    # -- keys and plumbing -----------------------------------------------------------------
+    def _key(self, kind: str, instance_id: str = "") -> str:
+        return f"{self._prefix}{kind}:{instance_id}" if instance_id else f"{self._prefix}{kind}"
+
+    def _ready_keys(self) -> list[str]:
+        return [self._key(f"ready:{p}") for p in _PRIORITIES]
+
+    @asynccontextmanager
+    async def _io(self) -> AsyncIterator[None]:
+        """Connection and server errors become ``StoreUnavailableError``."""
+        try:
+            yield
+        except RedisError as exc:
+            raise StoreUnavailableError(f"redis: {exc}") from exc
+
+    async def _run(self, script: Any, keys: Sequence[str], args: Sequence[bytes | str | int]) -> Any:
+        async with self._io():
+            return await script(keys=list(keys), args=list(args))
+
+    # -- snapshots -------------------------------------------------------------------------
+    async def save_snapshot(self, snapshot: WorkflowSnapshot) -> str:
+        check_snapshot(snapshot)
+        doc = snapshot_to_json(snapshot)
+        del doc["results"]  # results live in their own hash, append-only
+        results = [x for t, r in snapshot.completed_tasks.items() for x in (t, r.output)]
+        i = snapshot.instance_id
+        reply = await self._run(
+            self._save_snapshot,
+            [self._key(k, i) for k in ("snap", "results", "readyat")]
+            + [self._key("instances"), self._key("version"), *self._ready_keys()],
+            [
+                i,
+                snapshot.version or "",
+                dumps(doc),
+                doc["state"]["type"],
+                snapshot.priority,
+                snapshot.definition_hash,
+                "0" if snapshot.initial_input is None else "1",
+                snapshot.initial_input or b"",
+                snapshot.last_completed_task_id or "",
+                _micros(self._clock.now()),
+                len(results) // 2,
+                *results,
+                *snapshot.available_task_ids(),
+            ],
+        )
+        outcome = reply[0]
+        if outcome == b"terminal":
+            raise ConflictError(f"instance {i!r} is terminal; its state is final")
+        if outcome == b"moved":
+            found = _text(reply[1]) or None
+            raise ConflictError(
+                f"instance {i!r} moved: expected version {snapshot.version!r}, found {found!r}"
+            )
+        if outcome == b"result":
+            raise ConflictError(f"task {_text(reply[1])!r} of {i!r} already has another output")
+        snapshot.version = str(reply[1])
+        return snapshot.version
+
+    async def load_snapshot(self, instance_id: str) -> WorkflowSnapshot:
+        check_ids(instance_id)
+        async with self._io(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(self._key("snap", instance_id), ["doc", "version"])
+            pipe.hgetall(self._key("results", instance_id))
+            (doc, version), raw_results = await pipe.execute()
+        if doc is None:
+            raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+        name = f"redis snapshot {self._key('snap', instance_id)!r}"
+        try:
+            results = {_text(t): TaskResult(_text(t), out) for t, out in raw_results.items()}
+        except UnicodeDecodeError:
+            raise SerializationError(f"{name}: a result's task id is not UTF-8") from None
+        reader = open_envelope(loads(doc, name), "snapshot", name)
+        return snapshot_from_reader(reader, results, _text(version))
+
+    async def delete_snapshot(self, instance_id: str) -> None:
+        check_ids(instance_id)
+        i = instance_id
+        deleted = await self._run(
+            self._delete,
+            [self._key(k, i) for k in ("snap", "results", "readyat", "claims", "cancel")]
+            + [self._key("instances"), *self._ready_keys()],
+            [i],
+        )
+        if not deleted:
+            raise NotFoundError(f"no snapshot for instance {i!r}")
+
+    async def list_snapshots(self) -> list[str]:
+        async with self._io():
+            members = await cast(Awaitable[set[bytes]], self._redis.smembers(self._key("instances")))
+        return sorted(_text(m) for m in members)
+
+    # -- task results ----------------------------------------------------------------------
+    async def save_task_result(
+        self, instance_id: str, task_id: str, output: bytes, *, claim: TaskClaim | None = None
+    ) -> None:
+        check_ids(instance_id, task_id)
+        data = check_output(output)
+        check_claim_for(claim, instance_id, task_id)
+        i = instance_id
+        outcome = await self._run(
+            self._save_result,
+            [self._key(k, i) for k in ("snap", "results", "claims", "readyat")]
+            + [self._key("version"), *self._ready_keys()],
+            [
+                i,
+                task_id,
+                data,
+                "0" if claim is None else "1",
+                claim.worker_id if claim else "",
+                claim.token if claim else 0,
+                _micros(self._clock.now()),
+            ],
+        )
+        if outcome == b"missing":
+            raise NotFoundError(f"no snapshot for instance {i!r}")
+        if outcome == b"lost":
+            assert claim is not None
+            raise ClaimLostError(
+                f"worker {claim.worker_id!r} no longer holds task {task_id!r} of {i!r} "
+                f"with token {claim.token}"
+            )
+        if outcome == b"result":
+            raise ConflictError(f"task {task_id!r} of {i!r} already has another output")
+        if outcome == b"terminal":
+            raise ConflictError(f"instance {i!r} is terminal; its state is final")
+
+    async def load_task_result(self, instance_id: str, task_id: str) -> bytes | None:
+        check_ids(instance_id, task_id)
+        async with self._io(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.exists(self._key("snap", instance_id))
+            pipe.hget(self._key("results", instance_id), task_id)
+            exists, output = await pipe.execute()
+        if not exists:
+            raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+        return cast("bytes | None", output)
+
+    # -- claims ----------------------------------------------------------------------------
+    async def claim_task(
+        self, instance_id: str, task_id: str, worker_id: str, ttl: timedelta | None
+    ) -> TaskClaim | None:
+        check_ids(instance_id, task_id, worker_id)
+        check_duration(ttl, "ttl", optional=True)
+        now = self._clock.now()
+        expires_at = None if ttl is None else expiry(now, ttl)
+        token = await self._run(
+            self._claim,
+            [self._key("claims", instance_id)],
+            [task_id, worker_id, _micros(now), "" if expires_at is None else _micros(expires_at)],
+        )
+        if token is None:
+            return None
+        return TaskClaim(instance_id, task_id, worker_id, now, expires_at, int(token))
+
+    async def _release_or_extend_claim(
+        self, instance_id: str, task_id: str, worker_id: str, new_expiry: str
+    ) -> list[bytes]:
+        reply = await self._run(
+            self._release_or_extend, [self._key("claims", instance_id)], [task_id, worker_id, new_expiry]
+        )
+        if reply == b"missing":
+            raise NotFoundError(f"no claim on task {task_id!r} of {instance_id!r}")
+        if reply == b"lost":
+            raise ClaimLostError(f"task {task_id!r} of {instance_id!r} is held by another worker")
+        return cast(list[bytes], reply)
+
+    async def release_task_claim(self, instance_id: str, task_id: str, worker_id: str) -> None:
+        check_ids(instance_id, task_id, worker_id)
+        await self._release_or_extend_claim(instance_id, task_id, worker_id, "")
+
+    async def extend_task_claim(
+        self, instance_id: str, task_id: str, worker_id: str, additional_duration: timedelta
+    ) -> TaskClaim:
+        check_ids(instance_id, task_id, worker_id)
+        check_duration(additional_duration, "additional_duration")
+        new_expiry = _micros(expiry(self._clock.now(), additional_duration))
+        token, claimed_at, expires_at = await self._release_or_extend_claim(
+            instance_id, task_id, worker_id, new_expiry
+        )
+        return TaskClaim(
+            instance_id,
+            task_id,
+            worker_id,
+            _moment(claimed_at),
+            _moment(expires_at) if expires_at else None,
+            int(token),
+        )
+
+    async def find_available_tasks(self, worker_id: str, limit: int) -> list[AvailableTask]:
+        validate_id(worker_id, "worker_id")
+        check_limit(limit)
+        found: list[AvailableTask] = []
+        now = self._clock.now()
+        page = min(max(limit, 16), 512)
+        for key in self._ready_keys():
+            start = 0
+            while len(found) < limit:
+                async with self._io():
+                    members = cast(list[bytes], await self._redis.zrange(key, start, start + page - 1))
+                    if not members:
+                        break
+                    start += page
+                    found += await self._offerable(members, now, limit - len(found))
+        return found
+
+    async def _offerable(self, members: list[bytes], now: datetime, limit: int) -> list[AvailableTask]:
+        """The index entries in ``members`` that are still offerable now, in order."""
+        pairs = [tuple(_text(part) for part in m.split(b"\0", 1)) for m in members]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for instance_id, task_id in pairs:
+                pipe.hmget(self._key("snap", instance_id), ["hash", "priority", "input", "last"])
+                pipe.hget(self._key("claims", instance_id), task_id)
+                pipe.exists(self._key("cancel", instance_id))
+            replies = await pipe.execute()
+        candidates = []
+        for n, (instance_id, task_id) in enumerate(pairs):
+            (definition_hash, priority, initial_input, last), claim, cancelling = replies[3 * n : 3 * n + 3]
+            if definition_hash is None or cancelling or (claim is not None and self._is_live(claim, now)):
+                continue
+            candidates.append(
+                (instance_id, task_id, _text(definition_hash), int(priority), initial_input, last)
+            )
+        # The input of an offered task is the output of the last completed task, if any.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for instance_id, _, _, _, _, last in candidates:
+                pipe.hget(self._key("results", instance_id), last or b"")
+            last_outputs = await pipe.execute()
+        return [
+            AvailableTask(
+                i, t, last_output if last is not None and last_output is not None else initial, h, p
+            )
+            for (i, t, h, p, initial, last), last_output in zip(candidates, last_outputs, strict=True)
+        ][:limit]
+
+    @staticmethod
+    def _is_live(raw_claim: bytes, now: datetime) -> bool:
+        _token, _claimed, expires, holder = raw_claim.split(b"|", 3)
+        return holder != b"" and (expires == b"" or now < _moment(expires))
+
+    # -- cancellation ----------------------------------------------------------------------
+    async def request_cancellation(self, instance_id: str, reason: str, requested_by: str) -> None:
+        check_ids(instance_id)
+        check_text(reason, "reason")
+        check_text(requested_by, "requested_by")
+        request = CancellationRequest(instance_id, reason, requested_by, self._clock.now())
+        state = await self._run(
+            self._request_cancellation,
+            [self._key("snap", instance_id), self._key("cancel", instance_id)],
+            [dumps(cancellation_to_json(request))],
+        )
+        if state == b"missing":
+            raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+        if state in (b"completed", b"failed"):
+            raise CannotCancelError(f"instance {instance_id!r} is {_text(state).capitalize()}")
+
+    async def get_cancellation_request(self, instance_id: str) -> CancellationRequest | None:
+        check_ids(instance_id)
+        async with self._io():
+            raw = cast("bytes | None", await self._redis.get(self._key("cancel", instance_id)))
+        if raw is None:
+            return None
+        name = f"redis cancellation request {self._key('cancel', instance_id)!r}"
+        return cancellation_from_json(loads(raw, name), name)
+
+    async def clear_cancellation_request(self, instance_id: str) -> None:
+        check_ids(instance_id)
+        async with self._io():
+            await self._redis.delete(self._key("cancel", instance_id))
+
+    async def check_and_cancel(self, instance_id: str, interrupted_at_task: str | None = None) -> bool:
+        check_ids(instance_id)
+        check_optional_task_id(interrupted_at_task, "interrupted_at_task")
+        i = instance_id
+        keys = [self._key("snap", i), self._key("cancel", i), self._key("readyat", i)]
+        keys += [self._key("version"), *self._ready_keys()]
+        # Optimistic: build the Cancelled document from what we read, and let the script swap it
+        # in only if neither the snapshot nor the request moved meanwhile.
+        while True:
+            async with self._io(), self._redis.pipeline(transaction=True) as pipe:
+                pipe.hmget(keys[0], ["doc", "version"])
+                pipe.get(keys[1])
+                (doc, version), raw_request = await pipe.execute()
+            if doc is None:
+                raise NotFoundError(f"no snapshot for instance {i!r}")
+            if raw_request is None:
+                return False
+            name = f"redis snapshot {keys[0]!r}"
+            snapshot = snapshot_from_reader(open_envelope(loads(doc, name), "snapshot", name), {}, None)
+            cancelled_doc = b""
+            if not snapshot.is_terminal:
+                request = cancellation_from_json(loads(raw_request, keys[1]), keys[1])
+                snapshot.state = Cancelled(
+                    request.reason, request.requested_by, self._clock.now(), {}, interrupted_at_task
+                )
+                new_doc = snapshot_to_json(snapshot)
+                del new_doc["results"]
+                cancelled_doc = dumps(new_doc)
+            outcome = await self._run(self._check_and_cancel, keys, [i, version, raw_request, cancelled_doc])
+            if outcome == b"missing":
+                raise NotFoundError(f"no snapshot for instance {i!r}")
+            if outcome != b"retry":
+                return bool(outcome == b"cancelled")
