@@ -62,6 +62,7 @@ from objstore_wfp.model import (
     AvailableTask,
     CancellationRequest,
     Cancelled,
+    Completed,
     TaskClaim,
     TaskResult,
     WorkflowSnapshot,
@@ -314,6 +315,16 @@ class ObjectStoreBackend(PersistentBackend):
         if isinstance(value, dict):
             await self.store.delete(value["blob"])
 
+    def _kept(self, old: _Snapshot | None, initial_input: bytes) -> Stash | None:
+        """The stored initial input when it is unchanged, so re-saves upload no new blob."""
+        if old is None or old.doc.get("initial_input") is None:
+            return None
+        try:
+            value = _check_stash(old.doc["initial_input"], "initial_input", old.key)
+        except SerializationError:
+            return None
+        return value if self._same(value, initial_input) else None
+
     @staticmethod
     def _same(value: Stash, data: bytes) -> bool:
         if isinstance(value, str):
@@ -358,13 +369,9 @@ class ObjectStoreBackend(PersistentBackend):
         key = layout.snapshot_key(instance)
         offered = {t: r.output for t, r in snapshot.completed_tasks.items()}
         stashed: dict[str, Stash] = {}
-        head: dict[str, Stash | None] = {
-            "initial_input": None
-            if snapshot.initial_input is None
-            else await self._stash(instance, snapshot.initial_input)
-        }
-        if "final_output" in state_doc:
-            state_doc["final_output"] = await self._stash(instance, snapshot.state.final_output)  # type: ignore[union-attr]
+        initial: Stash | None = None
+        if isinstance(snapshot.state, Completed):
+            state_doc["final_output"] = await self._stash(instance, snapshot.state.final_output)
 
         for attempt in range(MAX_ATTEMPTS):
             current = await self.store.get(key)
@@ -381,6 +388,10 @@ class ObjectStoreBackend(PersistentBackend):
             if snapshot.version is not None and (current is None or current.version != snapshot.version):
                 raise ConflictError(
                     f"instance {snapshot.instance_id!r} moved since version {snapshot.version!r}"
+                )
+            if snapshot.initial_input is not None and initial is None:
+                initial = self._kept(old, snapshot.initial_input) or await self._stash(
+                    instance, snapshot.initial_input
                 )
             results = dict(old.results) if old else {}
             for task_id, output in offered.items():
@@ -416,7 +427,7 @@ class ObjectStoreBackend(PersistentBackend):
                     "priority": snapshot.priority,
                     "created_at": iso(snapshot.created_at),
                     "updated_at": iso(snapshot.updated_at),
-                    "initial_input": head["initial_input"],
+                    "initial_input": initial,
                     "state": state_doc,
                     "results": results,
                     "ready": ready,
