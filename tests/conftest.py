@@ -1,5 +1,16 @@
 """Shared fixtures: the real servers under tests/servers/, registered by import."""
 
+from tests.servers.azure import azure_container, azurite
+from tests.servers.gcs import fake_gcs, gcs_bucket
 from tests.servers.s3 import localstack_s3, moto_s3, s3_bucket, s3_endpoint
 
-__all__ = ["localstack_s3", "moto_s3", "s3_bucket", "s3_endpoint"]
+__all__ = [
+    "azure_container",
+    "azurite",
+    "fake_gcs",
+    "gcs_bucket",
+    "localstack_s3",
+    "moto_s3",
+    "s3_bucket",
+    "s3_endpoint",
+]
