@@ -66,7 +66,9 @@ class Reader:
         return self.doc[key]
 
     def _typed(self, key: str, kind: type | tuple[type, ...], label: str, optional: bool) -> Any:
-        value = self.doc.get(key) if optional else self.raw(key)
+        # Optional fields are nullable, not omittable: every writer of this format writes them,
+        # so a missing one means a foreign or damaged object.
+        value = self.raw(key)
         if value is None and optional:
             return None
         if isinstance(value, bool) and kind is not bool:
@@ -148,7 +150,8 @@ def open_envelope(doc: JSON, kind: str, name: str) -> Reader:
     """Check the format version and kind of a stored object."""
     reader = Reader(doc, name)
     fmt = reader.raw("format")
-    if fmt != FORMAT_VERSION:
+    # ``True == 1`` and ``1.0 == 1`` in Python; only the JSON integer 1 is this format.
+    if type(fmt) is not int or fmt != FORMAT_VERSION:
         raise SerializationError(
             f"{name}: unknown format version {fmt!r} (this release reads {FORMAT_VERSION})"
         )
