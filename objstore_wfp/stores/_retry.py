@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import aiohttp
+
 from objstore_wfp.errors import StoreUnavailableError
 
 T = TypeVar("T")
@@ -74,3 +76,14 @@ async def with_retries(policy: RetryPolicy, what: str, attempt: Callable[[bool],
     raise StoreUnavailableError(f"{what}: still failing after {policy.attempts} attempts: {last}") from (
         last.cause
     )
+
+
+def without_hidden_retries(session: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    """Stop aiohttp from silently resending an idempotent request (PUT, DELETE) when a reused
+    connection breaks: the first send may have been applied, and a conditional write resent out
+    of sight would then report its own write as a competitor's. Our own retries see the failure
+    instead. (aiohttp has no public switch for this; without the private flag, behaviour is
+    aiohttp's default and only liveness suffers.)"""
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
+    return session

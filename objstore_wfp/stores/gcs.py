@@ -34,7 +34,7 @@ import aiohttp
 from gcsfs.core import GCSFileSystem
 
 from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError, UnsupportedStoreError
-from objstore_wfp.stores._retry import RetryPolicy, TransientError, with_retries
+from objstore_wfp.stores._retry import RetryPolicy, TransientError, with_retries, without_hidden_retries
 from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject
 
 #: HTTP statuses worth another attempt. 429 is GCS's per-object rate limit (about one write per
@@ -104,7 +104,7 @@ class GCSStore(ConditionalStore):
         """One HTTP request: ``(status, headers, body)`` for any status that is not transient;
         :class:`TransientError` for throttling, 5xx, timeouts and broken connections."""
         if self._session is None:
-            self._session = await self._fs._set_session()
+            self._session = without_hidden_retries(await self._fs._set_session())
         try:
             # Refreshes an expiring token in place (blocking, as gcsfs itself does, about once
             # an hour) and adds the Authorization header.
