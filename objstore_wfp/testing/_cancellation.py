@@ -30,6 +30,16 @@ class CancellationTests:
         stored = await backend.load_snapshot("wf-1")
         assert isinstance(stored.state, InProgress), "a request alone must not change the state"
 
+    async def test_free_text_round_trips(self, backend: PersistentBackend) -> None:
+        await backend.save_snapshot(make_snapshot())
+        reason = 'line 1\nline 2\t\x00 "quoted" ü 😀 ' + "x" * 10_000
+        await backend.request_cancellation("wf-1", reason, "")
+        request = await backend.get_cancellation_request("wf-1")
+        assert request is not None and (request.reason, request.requested_by) == (reason, "")
+        assert await backend.check_and_cancel("wf-1")
+        stored = await backend.load_snapshot("wf-1")
+        assert isinstance(stored.state, Cancelled) and stored.state.reason == reason
+
     async def test_request_replaces_request(self, backend: PersistentBackend, clock: ManualClock) -> None:
         await backend.save_snapshot(make_snapshot())
         await backend.request_cancellation("wf-1", "first", "alice")

@@ -10,7 +10,7 @@ from objstore_wfp.clock import ManualClock
 from objstore_wfp.contract import PersistentBackend
 from objstore_wfp.errors import InvalidArgumentError
 from objstore_wfp.model import AtFork, AtJoin, AtTask, AvailableTask, WorkflowSnapshot
-from objstore_wfp.testing._support import TTL, expect, make_snapshot
+from objstore_wfp.testing._support import LARGE, TTL, expect, make_snapshot
 
 SECOND = timedelta(seconds=1)
 
@@ -188,6 +188,26 @@ class FindingTests:
         assert all(t.input == b"prepared" for t in found), (
             f"fork branches must all get the pre-fork output, got {[t.input for t in found]}"
         )
+
+    async def test_large_inputs_are_passed_whole(self, backend: PersistentBackend) -> None:
+        await backend.save_snapshot(make_snapshot("first", initial_input=LARGE))
+        second = make_snapshot("second", position=AtTask("t1"))
+        second.mark_task_completed("t1", LARGE[::-1])
+        second.update_position(AtTask("t2"))
+        await backend.save_snapshot(second)
+        found = {t.instance_id: t.input for t in await backend.find_available_tasks("w", 10)}
+        assert found.get("first") == LARGE, "a large initial input was not passed whole"
+        assert found.get("second") == LARGE[::-1], (
+            "a large task output was not passed whole as the next input"
+        )
+
+    async def test_finding_does_not_claim(self, backend: PersistentBackend) -> None:
+        await backend.save_snapshot(make_snapshot(position=AtFork("f", ["a", "b"])))
+        first = await backend.find_available_tasks("w1", 10)
+        second = await backend.find_available_tasks("w2", 10)
+        assert sorted(first, key=repr) == sorted(second, key=repr), "find_available_tasks must not claim"
+        assert len({(t.instance_id, t.task_id) for t in first}) == len(first) == 2, "duplicates offered"
+        assert await backend.claim_task("wf-1", "a", "w2", TTL) is not None
 
     async def test_many_instances(self, backend: PersistentBackend, clock: ManualClock) -> None:
         expected = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
 import pytest
@@ -384,6 +384,28 @@ class SnapshotTests:
         stored = await backend.load_snapshot("wf-1")
         missing = sorted(set(tasks) - set(stored.completed_tasks))
         assert not missing, f"concurrent save_task_result lost {missing}"
+        for t in tasks:
+            assert await backend.load_task_result("wf-1", t) == t.encode()
+
+    async def test_results_survive_concurrent_snapshot_saves(self, backend: PersistentBackend) -> None:
+        # Results racing with overwrites and CAS saves made without seeing them: none may be lost.
+        tasks = [f"task-{n:02d}" for n in range(24)]
+        await backend.save_snapshot(make_snapshot(position=AtFork("f", tasks)))
+        stale = [await backend.load_snapshot("wf-1") for _ in range(4)]
+        saves = [backend.save_snapshot(make_snapshot(position=AtFork("f", tasks))) for _ in range(4)]
+        saves += [backend.save_snapshot(s) for s in stale]
+        results = [backend.save_task_result("wf-1", t, t.encode()) for t in tasks]
+        calls: list[Awaitable[object]] = [*results]
+        for n, save in enumerate(saves):
+            calls.insert(3 * n + 1, save)  # spread the saves among the results
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        unexpected = [
+            o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, ConflictError)
+        ]
+        assert not unexpected, f"unexpected errors: {unexpected!r}"
+        stored = await backend.load_snapshot("wf-1")
+        missing = sorted(set(tasks) - set(stored.completed_tasks))
+        assert not missing, f"snapshot saves racing with save_task_result lost {missing}"
         for t in tasks:
             assert await backend.load_task_result("wf-1", t) == t.encode()
 
