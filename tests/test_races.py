@@ -1,0 +1,187 @@
+"""Many OS processes race for the same claims and the same results on one store root.
+
+Each racer logs every interval during which it believed it held a claim (from the claim's own
+``claimed_at`` to its ``expires_at``, cut short when it starts a release); the test then checks
+the guarantees on the merged logs: one winner per fresh round, fencing tokens 1, 2, 3, ... per
+task with no duplicate, and no two holders' intervals overlapping.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from objstore_wfp import AtFork, WorkflowSnapshot
+from tests import procs
+from tests.backends import StoreTarget, local_store_target, store_target
+
+__all__ = ["local_store_target", "store_target"]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+RACERS = 8
+#: Every fourth round lets claims expire under contention; the others release them.
+ROUNDS = 40
+EXPIRY_TTL = 0.08
+EXPIRY_WINDOW = 0.4
+TASKS = [("race/one", "t1"), ("race/one", "t2"), ("race two ü", "t/../1"), ("race two ü", "T1")]
+
+
+def _plan() -> list[tuple[str, float, float]]:
+    return [
+        ("expiry", EXPIRY_TTL, EXPIRY_WINDOW) if r % 4 == 3 else ("release", 30.0, 0.0) for r in range(ROUNDS)
+    ]
+
+
+def _overlaps(holds: list[dict[str, Any]]) -> list[str]:
+    """Pairs of intervals of one task held under different tokens that overlap in time."""
+    problems = []
+    by_task: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for h in holds:
+        by_task[(h["instance"], h["task"])].append(h)
+    for task, intervals in by_task.items():
+        intervals.sort(key=lambda h: h["start"])
+        for i, a in enumerate(intervals):
+            for b in intervals[i + 1 :]:
+                if b["start"] >= a["end"]:
+                    continue
+                if a["token"] != b["token"]:
+                    problems.append(
+                        f"{task}: token {a['token']} ({a['worker']}) {a['start']:.6f}-{a['end']:.6f}"
+                        f" overlaps token {b['token']} ({b['worker']}) {b['start']:.6f}-{b['end']:.6f}"
+                    )
+    return problems
+
+
+async def test_claim_races_across_processes(store_target: StoreTarget, tmp_path: Path) -> None:
+    if not store_target.shared_between_processes:
+        pytest.skip("the store is private to each process")
+    # Every racer sees the instances exist, though claims do not require it.
+    async with store_target.backend() as backend:
+        for instance in sorted({i for i, _ in TASKS}):
+            snap = WorkflowSnapshot(instance, "race")
+            snap.update_position(AtFork("f", [t for i, t in TASKS if i == instance], []))
+            await backend.save_snapshot(snap)
+    ctx = procs.context()
+    barrier = ctx.Barrier(RACERS)  # type: ignore[attr-defined]
+    outs = [str(tmp_path / f"racer-{n}.json") for n in range(RACERS)]
+    codes = procs.run_all(
+        procs.race_worker,
+        [
+            (n, store_target.url, store_target.options, TASKS, _plan(), barrier, outs[n])
+            for n in range(RACERS)
+        ],
+        timeout=200,
+    )
+    assert codes == [0] * RACERS, f"racers exited with {codes}"
+    logs = [procs.read_json(p) for p in outs]
+    holds = [h for log in logs for h in log["holds"]]
+    releases = [r for log in logs for r in log["releases"]]
+    plan = _plan()
+
+    wins = [h for h in holds if h["kind"] == "claim"]
+    per_round = Counter((w["round"], (w["instance"], w["task"])) for w in wins)
+    takeovers = 0
+    for rnd, (kind, _, _) in enumerate(plan):
+        for task in TASKS:
+            count = per_round[(rnd, task)]
+            if kind == "release":
+                assert count == 1, f"round {rnd} ({kind}): {count} winners of {task}"
+            else:
+                assert count >= 1, f"round {rnd} ({kind}): nobody won {task}"
+                takeovers += count - 1
+    assert takeovers > 0, "no claim expired and was taken over while others raced"
+
+    for task in TASKS:
+        tokens = [
+            w["token"] for w in sorted(wins, key=lambda w: w["start"]) if (w["instance"], w["task"]) == task
+        ]
+        # Fencing: 1, 2, 3, ... in the order the claims were won; a duplicate means two winners.
+        assert tokens == list(range(1, len(tokens) + 1)), f"{task}: tokens {tokens}"
+    renewers = {(h["instance"], h["task"], h["token"]): h["worker"] for h in wins}
+    for h in holds:
+        assert renewers[(h["instance"], h["task"], h["token"])] == h["worker"], (
+            f"renewed by a non-holder: {h}"
+        )
+
+    assert _overlaps(holds) == []
+
+    # At the end of every round exactly one racer (the latest holder) releases each task.
+    released = Counter(
+        (r["round"], (r["instance"], r["task"])) for r in releases if r["outcome"] == "released"
+    )
+    for rnd in range(ROUNDS):
+        for task in TASKS:
+            assert released[(rnd, task)] == 1, f"round {rnd}: {released[(rnd, task)]} releases of {task}"
+    events: Counter[str] = Counter()
+    for log in logs:
+        events.update(log["events"])
+    print(
+        f"\n{RACERS} processes, {ROUNDS} rounds x {len(TASKS)} tasks: {len(wins)} claims "
+        f"won, {takeovers} expiry takeovers, {events['extends']} renewals, "
+        f"{events['extend_lost']} renewals lost"
+    )
+    async with store_target.backend() as backend:
+        claims = await backend.list_claims()
+        assert claims == []  # everything released at the end
+
+
+WRITERS = 8
+TASKS_PER_WRITER = 5
+
+
+async def test_concurrent_results_lose_nothing_and_first_wins(
+    store_target: StoreTarget, tmp_path: Path
+) -> None:
+    if not store_target.shared_between_processes:
+        pytest.skip("the store is private to each process")
+    instance = "results/fan out"
+    own = {n: [f"w{n}/task {k}" for k in range(TASKS_PER_WRITER)] for n in range(WRITERS)}
+    shared_task = "the same task"
+    # Writers 0 and 1 offer the same bytes: whichever of them loses the race gets a no-op.
+    offers = {n: "twin output" if n < 2 else f"output of writer {n}" for n in range(WRITERS)}
+    async with store_target.backend() as backend:
+        snap = WorkflowSnapshot(instance, "fan", initial_input=b"in")
+        snap.update_position(AtFork("f", [t for ts in own.values() for t in ts] + [shared_task], []))
+        await backend.save_snapshot(snap)
+    barrier = procs.context().Barrier(WRITERS)  # type: ignore[attr-defined]
+    outs = [str(tmp_path / f"writer-{n}.json") for n in range(WRITERS)]
+    codes = procs.run_all(
+        procs.result_worker,
+        [
+            (
+                n,
+                store_target.url,
+                store_target.options,
+                instance,
+                own[n],
+                shared_task,
+                offers[n],
+                barrier,
+                outs[n],
+            )
+            for n in range(WRITERS)
+        ],
+        timeout=120,
+    )
+    assert codes == [0] * WRITERS, f"writers exited with {codes}"
+    outcomes = {n: procs.read_json(outs[n]) for n in range(WRITERS)}
+    async with store_target.backend() as backend:
+        loaded = await backend.load_snapshot(instance)
+        recorded = {t: r.output for t, r in loaded.completed_tasks.items()}
+        for n, tasks in own.items():
+            for task in tasks:
+                assert outcomes[n][task] == "ok"
+                assert recorded[task] == f"writer-{n}:{task}".encode(), f"lost or wrong result of {task}"
+                assert await backend.load_task_result(instance, task) == recorded[task]
+        assert len(recorded) == WRITERS * TASKS_PER_WRITER + 1
+        winner = recorded[shared_task].decode()
+        succeeded = {n for n in range(WRITERS) if outcomes[n][shared_task] == "ok"}
+        # Exactly the writers that offered the recorded bytes saw success; everyone else a conflict.
+        assert succeeded == {n for n, offer in offers.items() if offer == winner}
+        assert all(outcomes[n][shared_task] == "conflict" for n in set(range(WRITERS)) - succeeded)
+        # Recording results offers nothing anew: every fork branch is done.
+        assert await backend.find_available_tasks("checker", 100) == []
