@@ -1,0 +1,1 @@
+"""The ``objstore-wfp`` command: inspect and maintain a store, run workers, run the demo."""

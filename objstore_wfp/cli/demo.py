@@ -1,0 +1,389 @@
+"""``objstore-wfp demo``: worker processes share fork/join workflows; one is SIGKILLed mid-task
+and another takes its task over once the lease expires.
+
+The parent submits the instances, starts the workers (``objstore-wfp worker`` processes), follows
+their JSON-lines event logs for the live view, kills one worker while it runs a task, stops the
+others with SIGTERM at the end, checks every output against the expected one, and summarises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from objstore_wfp.cli.demo_flow import FLOW, TASKS_PER_INSTANCE, WORK_ENV, expected_output
+from objstore_wfp.cli.output import print_json
+from objstore_wfp.cli.store import open_cli_backend, parse_options
+from objstore_wfp.errors import InvalidArgumentError
+from objstore_wfp.model import Completed
+from objstore_wfp.runtime import Client
+
+FINAL_TASK = FLOW.task_names()[-1]
+#: Fraction of all tasks recorded before a worker is killed, so the takeover happens mid-run.
+KILL_AFTER = 0.2
+
+
+@dataclass
+class WorkerProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    events: Path
+    log: Path
+    offset: int = 0
+    partial: bytes = b""
+    running: dict[tuple[str, str], float] = field(default_factory=dict)
+    recorded: int = 0
+    requests: int = 0
+    requests_by_kind: dict[str, int] = field(default_factory=dict)
+    status: str = "starting"
+
+    def new_events(self) -> list[dict[str, Any]]:
+        try:
+            with self.events.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(data)
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()  # a line still being written
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+@dataclass
+class Kill:
+    worker: str
+    at: float
+    tasks: list[tuple[str, str]]
+    takeovers: dict[tuple[str, str], tuple[str, float, int]] = field(default_factory=dict)
+
+
+@dataclass
+class DemoRun:
+    ids: dict[str, int]
+    started: float
+    executions: int = 0
+    takeovers: int = 0
+    recorded: set[tuple[str, str]] = field(default_factory=set)
+    finished: set[str] = field(default_factory=set)
+    kill: Kill | None = None
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def total_tasks(self) -> int:
+        return len(self.ids) * TASKS_PER_INSTANCE
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _apply(run: DemoRun, worker: WorkerProcess, event: dict[str, Any], say: Any) -> None:
+    if int(event.get("requests", 0)) >= worker.requests:
+        worker.requests = int(event.get("requests", 0))
+        worker.requests_by_kind = event.get("requests_by_kind", {})
+    kind = event["kind"]
+    key = (event.get("instance_id") or "", event.get("task_id") or "")
+    if kind == "ready":
+        worker.status = "running"
+    elif kind == "started":
+        run.executions += 1
+        worker.running[key] = time.monotonic()
+    elif kind == "claimed" and (event.get("token") or 0) > 1:
+        run.takeovers += 1
+        kill = run.kill
+        if kill is not None and key in kill.tasks and key not in kill.takeovers:
+            delay = time.monotonic() - kill.at
+            kill.takeovers[key] = (worker.name, delay, event["token"])
+            say(
+                f"{worker.name} took over {key[0]}/{key[1]} {delay:.1f}s after the kill "
+                f"(lease expired; fencing token {event['token']})"
+            )
+    elif kind in ("recorded", "duplicate", "lost", "failed", "cancelled", "released"):
+        worker.running.pop(key, None)
+        if kind in ("recorded", "duplicate"):
+            worker.recorded += kind == "recorded"
+            run.recorded.add(key)
+            if key[1] == FINAL_TASK:
+                run.finished.add(key[0])
+        elif kind == "failed":
+            say(f"{worker.name}: task {key[0]}/{key[1]} failed: {event.get('detail')}")
+    elif kind == "stopped":
+        worker.status = "stopped"
+
+
+def _start_worker(name: str, args: argparse.Namespace, store: str, folder: Path) -> WorkerProcess:
+    events, log = folder / f"{name}.jsonl", folder / f"{name}.log"
+    command = [sys.executable, "-m", "objstore_wfp", "worker", "--store", store]
+    for option in args.option or []:
+        command += ["--option", option]
+    command += [
+        "--flow", "objstore_wfp.cli.demo_flow:FLOW",
+        "--worker-id", name,
+        "--concurrency", str(args.concurrency),
+        "--lease", str(args.lease),
+        "--poll", "0.5",
+        "--events", str(events),
+        "--exit-with-parent",
+    ]  # fmt: skip
+    env = {**os.environ, WORK_ENV: str(args.work)}
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    return WorkerProcess(name, process, events, log)
+
+
+def _stop_all(workers: list[WorkerProcess]) -> None:
+    """SIGTERM (graceful: finish or release current tasks), then SIGKILL whatever lingers."""
+    for w in workers:
+        if w.process.poll() is None:
+            w.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for w in workers:
+        try:
+            w.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            w.process.kill()
+            w.process.wait()
+
+
+async def _submit(store: str, options: dict[str, Any], count: int) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    backend = open_cli_backend(store, options, writes=True)
+    async with backend:
+        client = Client(backend, [FLOW])
+        for n in range(1, count + 1):
+            ids[await client.submit(FLOW, n, instance_id=f"order-{n:03d}", if_exists="replace")] = n
+    return ids
+
+
+async def _outcomes(store: str, options: dict[str, Any], ids: dict[str, int], wait: float) -> dict[str, str]:
+    """Per instance: ``ok``, or what is wrong with it; waits up to ``wait`` s for stragglers."""
+    deadline = time.monotonic() + wait
+    backend = open_cli_backend(store, options, writes=False)
+    async with backend:
+        while True:
+            outcomes: dict[str, str] = {}
+            for instance_id, n in ids.items():
+                state = (await backend.load_snapshot(instance_id)).state
+                if not isinstance(state, Completed):
+                    outcomes[instance_id] = type(state).__name__
+                elif json.loads(state.final_output) != expected_output(n):
+                    outcomes[instance_id] = f"wrong output {state.final_output.decode()}"
+                else:
+                    outcomes[instance_id] = "ok"
+            if all(v == "ok" for v in outcomes.values()) or time.monotonic() >= deadline:
+                return outcomes
+            await asyncio.sleep(0.2)
+
+
+def _render(run: DemoRun, workers: list[WorkerProcess], header: str) -> Any:
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    done = len(run.recorded)
+    table = Table(box=None, pad_edge=False)
+    for column in ("worker", "pid", "status", "running", "recorded", "requests"):
+        table.add_column(column)
+    for w in workers:
+        running = ", ".join(f"{i}/{t}" for i, t in w.running) if w.status == "running" else "-"
+        style = "red" if w.status == "KILLED" else ""
+        table.add_row(
+            w.name, str(w.process.pid), w.status, running, str(w.recorded), str(w.requests), style=style
+        )
+    line = Text(
+        f"tasks {done}/{run.total_tasks}   instances {len(run.finished)}/{len(run.ids)}   "
+        f"executions {run.executions}   takeovers {run.takeovers}   {run.elapsed():.1f}s"
+    )
+    return Group(
+        Text(header, style="bold"),
+        ProgressBar(total=run.total_tasks, completed=done, width=60),
+        line,
+        table,
+        Text("\n".join(run.messages[-6:]), style="cyan"),
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from rich.console import Console
+        from rich.live import Live
+    except ImportError:
+        raise InvalidArgumentError("the demo needs rich: pip install 'objstore-wfp[cli]'") from None
+    for name in ("instances", "workers", "concurrency"):
+        if getattr(args, name) < 1:
+            raise InvalidArgumentError(f"--{name} must be >= 1")
+    if args.lease <= 0 or args.work < 0:
+        raise InvalidArgumentError("--lease must be > 0 and --work >= 0")
+    options = parse_options(args.option)
+    created = args.store is None
+    base = Path(tempfile.mkdtemp(prefix="objstore-wfp-demo-"))
+    store = str(base / "store") if created else args.store
+    events = base / "events"
+    events.mkdir()
+    # Piped output has no width; keep summary lines whole rather than wrapped at 80 columns.
+    console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 110)
+    header = (
+        f"objstore-wfp demo: {args.instances} x '{FLOW.name}' ({TASKS_PER_INSTANCE} tasks, fork/join), "
+        f"{args.workers} worker processes x {args.concurrency}, lease {args.lease:g}s, store {store}"
+    )
+    workers: list[WorkerProcess] = []
+    live: Live | None = None
+
+    def say(message: str) -> None:
+        stamped = f"[{time.monotonic() - run.started:5.1f}s] {message}"
+        run.messages.append(stamped)
+        if live is None:
+            console.print(stamped, highlight=False)
+
+    started = time.monotonic()
+    ids = asyncio.run(_submit(store, options, args.instances))
+    run = DemoRun(ids, started)
+    try:
+        for k in range(1, args.workers + 1):
+            workers.append(_start_worker(f"worker-{k}", args, store, events))
+        if console.is_terminal and not args.json:
+            live = Live(
+                _render(run, workers, header), console=console, refresh_per_second=10, transient=False
+            )
+            live.start()
+        else:
+            console.print(header, highlight=False)
+        say(f"submitted {len(ids)} instances; started {len(workers)} workers")
+        deadline = started + args.timeout
+        while time.monotonic() < deadline and len(run.finished) < len(ids):
+            for w in workers:
+                for event in w.new_events():
+                    _apply(run, w, event, say)
+                if w.status not in ("KILLED", "stopped") and w.process.poll() is not None:
+                    w.status = "exited"
+                    tail = w.log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+                    say(f"{w.name} exited unexpectedly (code {w.process.returncode}): {tail[0]}")
+            if not args.no_kill and run.kill is None and len(run.recorded) >= KILL_AFTER * run.total_tasks:
+                _maybe_kill(run, workers, say)
+            if live is not None:
+                live.update(_render(run, workers, header))
+            time.sleep(0.02)
+    finally:
+        _stop_all(workers)
+        for w in workers:
+            for event in w.new_events():
+                _apply(run, w, event, say)
+        if live is not None:
+            live.update(_render(run, workers, header))
+            live.stop()
+    outcomes = asyncio.run(_outcomes(store, options, ids, wait=5))
+    summary = _summary(run, workers, outcomes, store)
+    if args.json:
+        print_json(summary)
+    else:
+        _print_summary(console, summary, run)
+    if created:
+        console.print(f"\nThe store is kept: objstore-wfp ls --store {store}", highlight=False)
+    shutil.rmtree(events, ignore_errors=True)
+    if not created:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0 if summary["instances_completed"] == len(ids) else 1
+
+
+def _maybe_kill(run: DemoRun, workers: list[WorkerProcess], say: Any) -> None:
+    """SIGKILL a live worker that is in the middle of a task it started just now."""
+    now = time.monotonic()
+    for w in workers:
+        fresh = [key for key, since in w.running.items() if now - since < 0.15]
+        if w.status == "running" and fresh and w.process.poll() is None:
+            w.process.send_signal(signal.SIGKILL)
+            w.process.wait()
+            w.status = "KILLED"
+            tasks = list(w.running)
+            w.running.clear()
+            run.kill = Kill(w.name, now, tasks)
+            running = ", ".join(f"{i}/{t}" for i, t in tasks)
+            say(f"SIGKILL {w.name} (pid {w.process.pid}) while it ran {running}")
+            return
+
+
+def _summary(
+    run: DemoRun, workers: list[WorkerProcess], outcomes: dict[str, str], store: str
+) -> dict[str, Any]:
+    requests = sum(w.requests for w in workers)
+    by_kind: dict[str, int] = {}
+    for w in workers:
+        for kind, count in w.requests_by_kind.items():
+            by_kind[kind] = by_kind.get(kind, 0) + count
+    unique = len(run.recorded)
+    kill = run.kill
+    return {
+        "store": store,
+        "instances": len(run.ids),
+        "workers": len(workers),
+        "instances_completed": sum(v == "ok" for v in outcomes.values()),
+        "problems": {k: v for k, v in outcomes.items() if v != "ok"},
+        "tasks_recorded": unique,
+        "task_executions": run.executions,
+        "duplicate_executions": max(0, run.executions - unique),
+        "takeovers": run.takeovers,
+        "store_requests": requests,
+        "store_requests_per_task": round(requests / unique, 1) if unique else None,
+        "store_requests_by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
+        "elapsed_seconds": round(run.elapsed(), 1),
+        "killed": None
+        if kill is None
+        else {
+            "worker": kill.worker,
+            "tasks": [f"{i}/{t}" for i, t in kill.tasks],
+            "taken_over": {
+                f"{i}/{t}": {"by": by, "after_seconds": round(delay, 1), "token": token}
+                for (i, t), (by, delay, token) in kill.takeovers.items()
+            },
+        },
+    }
+
+
+def _print_summary(console: Any, s: dict[str, Any], run: DemoRun) -> None:
+    from rich.table import Table
+
+    table = Table(title="summary", show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    ok = s["instances_completed"] == s["instances"]
+    table.add_row(
+        "instances completed",
+        f"{s['instances_completed']}/{s['instances']}"
+        + (" (every output checked)" if ok else f"  problems: {s['problems']}"),
+    )
+    table.add_row("tasks recorded", str(s["tasks_recorded"]))
+    table.add_row("task executions", str(s["task_executions"]))
+    table.add_row(
+        "duplicate executions", f"{s['duplicate_executions']} (at-least-once: runs cut short by the kill)"
+    )
+    table.add_row("takeovers", str(s["takeovers"]))
+    if s["killed"] is not None:
+        k = s["killed"]
+        taken = ", ".join(f"{t} by {v['by']} after {v['after_seconds']}s" for t, v in k["taken_over"].items())
+        table.add_row(
+            "killed", f"{k['worker']} during {', '.join(k['tasks'])}; taken over: {taken or 'not yet'}"
+        )
+    else:
+        table.add_row("killed", "nobody (--no-kill, or the run ended first)")
+    tasks = max(1, s["tasks_recorded"])
+    kinds = ", ".join(f"{k} {v / tasks:.1f}" for k, v in s["store_requests_by_kind"].items())
+    table.add_row(
+        "store requests per task",
+        f"{s['store_requests_per_task']}  ({kinds}; {s['store_requests']} in all by {s['workers']} workers, "
+        "idle polling included)",
+    )
+    table.add_row("elapsed", f"{s['elapsed_seconds']}s")
+    console.print()
+    console.print(table)
