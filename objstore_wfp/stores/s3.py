@@ -13,9 +13,9 @@ error codes are seen:
   version; the backend writes a fresh nonce into every object, which removes that ABA hazard.
 - No listing cache anywhere: every decision reads the store.
 
-Retries. botocore's own retries are switched off (``total_max_attempts=1``): a retry hidden
-inside botocore would turn "my write landed but its response was lost" into an unexplained 412.
-This module retries instead, with full-jitter exponential backoff, on 409
+Retries. botocore's own retries are switched off (``total_max_attempts=1``) so that the time
+budget is this module's and a conditional write is never re-sent without it knowing. This module
+retries instead, with full-jitter exponential backoff, on 409
 ``ConditionalRequestConflict``/``OperationAborted``, 429, 500, 502, 503 ``SlowDown``, 504,
 throttling codes, timeouts and connection errors. Every attempt is bounded by
 ``attempt_timeout`` and no attempt starts after ``retry_budget`` seconds, so a call takes at most
@@ -23,14 +23,16 @@ about ``retry_budget + attempt_timeout``; then it raises
 :class:`~objstore_wfp.errors.StoreUnavailableError` with the last error as ``__cause__``.
 
 Ambiguous conditional writes. A request that failed without a definite answer (connection
-dropped, timeout, 5xx) may still have been applied. Retrying a PUT-if-absent whose first attempt
-landed then answers 412 *for our own write*. So when a conditional PUT is refused on a retry, the
-adapter reads the object and compares bytes: the backend's nonce makes every payload unique, so
-equal bytes prove the write was ours and its version is returned; anything else means we lost.
-The adapter never reports a success it cannot prove: if our write landed and was already replaced
-or deleted by someone else before the check, the call reports a loss (safe: the object is no
-longer ours anyway). For ``delete_if_version`` there are no bytes to compare: a retry that finds
-the object gone or changed answers ``False``, even if it was our first attempt that deleted it.
+dropped, timeout, 5xx) may still have been applied, and a retry of a PUT-if-absent whose first
+attempt landed answers 412 *for our own write*. Retries also happen below this module: aiohttp
+silently re-sends a PUT or DELETE once when the connection drops. So whenever a conditional PUT is
+refused, the adapter reads the object and compares bytes: the backend's nonce makes every payload
+unique, so equal bytes prove the write was ours and its version is returned; anything else is a
+loss. The adapter never reports a success it cannot prove: if our write landed and was already
+replaced or deleted by someone else before the check, the call reports a loss (safe: the object is
+no longer ours anyway). For ``delete_if_version`` there are no bytes to compare: when the object
+is found gone or changed the answer is ``False``, even if an earlier attempt of this very call
+deleted it.
 
 Stores without conditional delete (LocalStack answers 501 NotImplemented) are detected by the
 probe (:func:`objstore_wfp.stores.probe.probe_store`) or by the first such 501: the instance's
@@ -38,9 +40,9 @@ probe (:func:`objstore_wfp.stores.probe.probe_store`) or by the first such 501: 
 :class:`~objstore_wfp.errors.UnsupportedStoreError`; the backend then falls back to a CAS to a
 tombstone followed by an unconditional delete.
 
-Requests per call (no faults): ``get``, ``put``, ``put_if_absent``, ``put_if_version``,
-``delete``, ``delete_if_version``: 1 each; ``list``: 1 per 1,000 keys. After an ambiguous failure
-a refused conditional PUT costs one extra GET.
+Requests per call (no faults): ``get``, ``put``, ``delete``, ``delete_if_version`` and a
+successful ``put_if_absent`` / ``put_if_version``: 1 each; a refused conditional PUT: 2 (the PUT
+and the GET that checks it); ``list``: 1 per 1,000 keys.
 """
 
 from __future__ import annotations
@@ -205,17 +207,14 @@ class S3Store(ConditionalStore):
     async def _client(self) -> Any:
         return await self._fs.set_session()
 
-    async def _retrying(self, what: str, key: str, attempt: Callable[[bool], Awaitable[T]]) -> T:
-        """Run ``attempt(retried)`` until it returns, retrying transient failures.
-
-        ``retried`` tells the attempt that an earlier one failed and may have been applied.
-        """
+    async def _retrying(self, what: str, key: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt()`` until it returns, retrying transient failures within the budget."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         tries = 0
         while True:
             try:
-                return await asyncio.wait_for(attempt(tries > 0), self._attempt_timeout)
+                return await asyncio.wait_for(attempt(), self._attempt_timeout)
             except (StoreUnavailableError, UnsupportedStoreError, InvalidArgumentError):
                 raise
             except Exception as exc:
@@ -245,14 +244,15 @@ class S3Store(ConditionalStore):
         return StoredObject(bytes(data), str(response["ETag"]))
 
     async def _version_if_ours(self, key: str, data: bytes) -> str | None:
-        """After an ambiguous failure: the version of ``key`` if it holds exactly ``data``."""
+        """After a refused conditional PUT: the version of ``key`` if it holds exactly ``data``
+        (our own write, applied by an attempt whose answer was lost)."""
         found = await self._read(key)
         return found.version if found is not None and found.data == data else None
 
     async def get(self, key: str) -> StoredObject | None:
         _check_key(key)
 
-        async def attempt(retried: bool) -> StoredObject | None:
+        async def attempt() -> StoredObject | None:
             return await self._read(key)
 
         return await self._retrying("get", key, attempt)
@@ -260,7 +260,7 @@ class S3Store(ConditionalStore):
     async def put(self, key: str, data: bytes) -> str:
         full = self._key(key)
 
-        async def attempt(retried: bool) -> str:
+        async def attempt() -> str:
             client = await self._client()
             response = await client.put_object(Bucket=self._bucket, Key=full, Body=data)
             return str(response["ETag"])
@@ -270,14 +270,14 @@ class S3Store(ConditionalStore):
     async def _put_conditionally(self, what: str, key: str, data: bytes, **condition: str) -> str | None:
         full = self._key(key)
 
-        async def attempt(retried: bool) -> str | None:
+        async def attempt() -> str | None:
             client = await self._client()
             try:
                 response = await client.put_object(Bucket=self._bucket, Key=full, Body=data, **condition)
             except botocore.exceptions.ClientError as exc:
                 if not (_precondition_failed(exc) or ("IfMatch" in condition and _not_found(exc))):
                     raise
-                return await self._version_if_ours(key, data) if retried else None
+                return await self._version_if_ours(key, data)
             return str(response["ETag"])
 
         return await self._retrying(what, key, attempt)
@@ -291,7 +291,7 @@ class S3Store(ConditionalStore):
     async def delete(self, key: str) -> None:
         full = self._key(key)
 
-        async def attempt(retried: bool) -> None:
+        async def attempt() -> None:
             client = await self._client()
             try:
                 await client.delete_object(Bucket=self._bucket, Key=full)
@@ -306,7 +306,7 @@ class S3Store(ConditionalStore):
         if not self.supports_conditional_delete:
             raise UnsupportedStoreError(f"{self.url} does not support conditional delete")
 
-        async def attempt(retried: bool) -> bool:
+        async def attempt() -> bool:
             client = await self._client()
             try:
                 await client.delete_object(Bucket=self._bucket, Key=full, IfMatch=version)
@@ -330,7 +330,7 @@ class S3Store(ConditionalStore):
             params["StartAfter"] = self._root + start_after
         while True:
 
-            async def attempt(retried: bool, params: dict[str, str] = params) -> dict[str, Any]:
+            async def attempt(params: dict[str, str] = params) -> dict[str, Any]:
                 client = await self._client()
                 page: dict[str, Any] = await client.list_objects_v2(**params)
                 return page
