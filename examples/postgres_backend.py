@@ -178,8 +178,10 @@ class PostgresBackend(PersistentBackend):
             await pool.open(wait=True)
             backend = cls(pool, schema=schema, clock=clock)
             await backend.create_schema()
-        except BaseException:
+        except BaseException as exc:
             await pool.close()
+            if isinstance(exc, psycopg.Error):
+                raise StoreUnavailableError(f"postgres: {exc}") from exc
             raise
         return backend
 
