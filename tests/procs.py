@@ -276,10 +276,10 @@ async def _zombie(
     log: list[dict[str, Any]] = []
     async with ObjectStoreBackend.from_url(url, **options) as backend:
         await backend.verify_store()
-        for task in tasks:
+        for task, event in zip(tasks, claimed, strict=True):
             claim = await backend.claim_task(instance, task, "zombie", timedelta(seconds=ttl))
             assert claim is not None, f"the zombie must win its own first claim of {task}"
-            claimed.set()
+            event.set()
             await asyncio.sleep(rng.uniform(0.5, 1.6) * ttl)
             entry: dict[str, Any] = {
                 "task": task,
@@ -292,6 +292,13 @@ async def _zombie(
                 entry["result"] = "ok"
             except (ClaimLostError, ConflictError) as exc:
                 entry["result"] = type(exc).__name__
+            # Wake up again once the task has surely changed hands, and try to carry on.
+            deadline = time.monotonic() + 30
+            while not any(
+                c.task_id == task and c.worker_id == "usurper" for c in await backend.list_claims(instance)
+            ):
+                assert time.monotonic() < deadline, f"nobody took {task} over"
+                await asyncio.sleep(0.005)
             try:
                 await backend.extend_task_claim(instance, task, "zombie", timedelta(seconds=60))
                 entry["extend"] = "ok"
@@ -307,20 +314,20 @@ async def _zombie(
 
 
 def usurper_worker(
-    url: str, options: dict[str, Any], instance: str, tasks: list[str], claimed: Event, out_path: str
+    url: str, options: dict[str, Any], instance: str, tasks: list[str], claimed: list[Event], out_path: str
 ) -> None:
     asyncio.run(_usurper(url, options, instance, tasks, claimed, out_path))
 
 
 async def _usurper(
-    url: str, options: dict[str, Any], instance: str, tasks: list[str], claimed: Event, out_path: str
+    url: str, options: dict[str, Any], instance: str, tasks: list[str], claimed: list[Event], out_path: str
 ) -> None:
     """Takes over each task the moment the zombie's claim expires, then records its own result."""
     log: list[dict[str, Any]] = []
     async with ObjectStoreBackend.from_url(url, **options) as backend:
         await backend.verify_store()
-        claimed.wait(BARRIER_TIMEOUT)
-        for task in tasks:
+        for task, event in zip(tasks, claimed, strict=True):
+            assert event.wait(BARRIER_TIMEOUT), f"the zombie never claimed {task}"
             deadline = time.monotonic() + 30
             while True:
                 claim = await backend.claim_task(instance, task, "usurper", timedelta(seconds=60))
