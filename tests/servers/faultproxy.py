@@ -140,7 +140,10 @@ class FaultProxy:
             self._server.close()
         for writer in list(self._connections):
             writer.transport.abort()
-        await asyncio.sleep(0.05)  # let the connection handlers see the abort and return
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
@@ -158,6 +161,9 @@ class FaultProxy:
             while await self._one_request(reader, writer):
                 pass
         except (ConnectionError, asyncio.IncompleteReadError, aiohttp.ClientError, ValueError):
+            writer.transport.abort()
+        except asyncio.CancelledError:
+            # Cancelled by stop(): end quietly (Python 3.11 logs a handler that ends cancelled).
             writer.transport.abort()
         finally:
             self._connections.discard(writer)
