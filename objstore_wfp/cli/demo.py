@@ -328,6 +328,7 @@ def _summary(
         "store": store,
         "instances": len(run.ids),
         "workers": len(workers),
+        "worker_pids": [w.process.pid for w in workers],
         "instances_completed": sum(v == "ok" for v in outcomes.values()),
         "problems": {k: v for k, v in outcomes.items() if v != "ok"},
         "tasks_recorded": unique,
