@@ -27,6 +27,8 @@ is unambiguous because it always ends the key)::
     P:cancel:{id}         string pending cancellation request (codec JSON)
 
 Ids never contain control characters, so ``"\\0"`` safely separates instance and task ids.
+The scripts touch keys of several instances (the shared ready sets), so this runs on one Redis
+server (with replicas if you like), not on Redis Cluster.
 """
 
 from __future__ import annotations
@@ -347,6 +349,8 @@ class RedisBackend(PersistentBackend):
         if doc is None:
             raise NotFoundError(f"no snapshot for instance {instance_id!r}")
         name = f"redis snapshot {self._key('snap', instance_id)!r}"
+        if version is None:
+            raise SerializationError(f"{name}: no version field")
         try:
             results = {_text(t): TaskResult(_text(t), out) for t, out in raw_results.items()}
         except UnicodeDecodeError:

@@ -134,7 +134,7 @@ def postgres_dsn() -> Iterator[str]:
     try:
         initdb = [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
         initdb += ["-E", "UTF8", "--locale=C", "--no-sync"]
-        done = subprocess.run(initdb, capture_output=True, check=False, timeout=120, **as_user)
+        done = subprocess.run(initdb, capture_output=True, check=False, timeout=120, cwd=workdir, **as_user)
         if done.returncode != 0:
             service_unavailable(f"initdb failed: {done.stderr.decode(errors='replace')[-2000:]}")
         # Durability settings off: the data directory is thrown away after the session.
@@ -143,7 +143,12 @@ def postgres_dsn() -> Iterator[str]:
         server += ["-c", "full_page_writes=off", "-c", "max_connections=200"]
         with open(log, "wb") as log_file:
             process = subprocess.Popen(
-                server, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, **as_user
+                server,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=workdir,
+                **as_user,
             )
         dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
         if not _wait(lambda: psycopg.connect(dsn, connect_timeout=5).close(), process):
