@@ -22,10 +22,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import botocore.session
 import pytest
 
@@ -47,7 +48,7 @@ class S3Endpoint:
     url: str
     key: str = "test"
     secret: str = "test"
-    #: False for LocalStack, which answers 501 to DeleteObject with If-Match.
+    #: Whether DeleteObject honours If-Match (LocalStack answers 501 instead).
     conditional_delete: bool = True
 
     def storage_options(self) -> dict[str, Any]:
@@ -87,6 +88,27 @@ class S3Bucket:
     def url(self, prefix: str = "") -> str:
         """``s3://bucket/prefix``."""
         return f"s3://{self.name}/{prefix}".rstrip("/")
+
+
+def _supports_conditional_delete(endpoint: S3Endpoint) -> bool:
+    """Ask the server: a DeleteObject with a wrong If-Match is refused (412) where conditional
+    delete exists, and answered 501 where it does not (LocalStack up to at least 2026.3)."""
+    client = endpoint.client()
+    bucket = endpoint.create_bucket("probe")
+    client.put_object(Bucket=bucket, Key="k", Body=b"x")
+    try:
+        client.delete_object(Bucket=bucket, Key="k", IfMatch='"0123456789abcdef0123456789abcdef"')
+    except botocore.exceptions.ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 412:
+            return True
+        if status == 501:
+            return False
+        raise
+    finally:
+        client.delete_object(Bucket=bucket, Key="k")
+        client.delete_bucket(Bucket=bucket)
+    raise AssertionError(f"{endpoint.url} deleted an object despite a wrong If-Match")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -151,7 +173,8 @@ def localstack_s3() -> Iterator[S3Endpoint]:
         url = external.rstrip("/")
         if not wait_for_http(f"{url}/_localstack/health", 10):
             service_unavailable(f"no LocalStack answers at {LOCALSTACK_URL_ENV}={external}")
-        yield S3Endpoint("localstack", url, conditional_delete=False)
+        endpoint = S3Endpoint("localstack", url)
+        yield replace(endpoint, conditional_delete=_supports_conditional_delete(endpoint))
         return
     python = LOCALSTACK_VENV / "bin" / "python"
     if not python.exists():
@@ -192,7 +215,8 @@ def localstack_s3() -> Iterator[S3Endpoint]:
         if not wait_for_http(f"{url}/_localstack/health", 90, alive=process):
             service_unavailable(f"LocalStack did not start on {url}: {_log_tail(log)}")
         STARTUP_SECONDS["localstack"] = time.monotonic() - started
-        yield S3Endpoint("localstack", url, conditional_delete=False)
+        endpoint = S3Endpoint("localstack", url)
+        yield replace(endpoint, conditional_delete=_supports_conditional_delete(endpoint))
     finally:
         _stop(process)
         shutil.rmtree(workdir, ignore_errors=True)
