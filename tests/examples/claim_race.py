@@ -26,7 +26,7 @@ from typing import Any
 from postgres_backend import PostgresBackend
 from redis_backend import RedisBackend
 
-from objstore_wfp import ClaimLostError, ConflictError, PersistentBackend
+from objstore_wfp import ClaimLostError, ConflictError, NotFoundError, PersistentBackend
 
 INSTANCE = "race"
 HOT_TASK = "hot"
@@ -88,7 +88,7 @@ async def _work(report: Report, kind: str, target: str, namespace: str, barrier:
                 try:
                     await backend.release_task_claim(INSTANCE, HOT_TASK, report.worker)
                     end = min(release_called, expires)
-                except ClaimLostError:  # it expired and was taken over before the release
+                except (ClaimLostError, NotFoundError):  # expired, taken over (and maybe released)
                     end = expires
             else:
                 await asyncio.sleep(HOT_TTL.total_seconds() + rng.uniform(0.001, 0.01))
