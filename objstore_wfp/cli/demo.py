@@ -236,7 +236,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 110)
     header = (
         f"objstore-wfp demo: {args.instances} x '{FLOW.name}' ({TASKS_PER_INSTANCE} tasks, fork/join), "
-        f"{args.workers} worker processes x {args.concurrency}, lease {args.lease:g}s, store {store}"
+        f"{args.workers} worker processes x {args.concurrency}, lease {args.lease:g}s\nstore: {store}"
     )
     workers: list[WorkerProcess] = []
     live: Live | None = None
