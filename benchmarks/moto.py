@@ -1,0 +1,111 @@
+"""A ``moto_server`` process for the S3 figures, on 127.0.0.1 and a free port.
+
+The test suite has its own fixture (``tests/servers/s3.py``), but that module needs pytest; the
+benchmarks start the server themselves so they run without the test machinery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Moto:
+    url: str
+
+    def storage_options(self) -> dict[str, Any]:
+        return {
+            "endpoint_url": self.url,
+            "key": "test",
+            "secret": "test",
+            "client_kwargs": {"region_name": REGION},
+        }
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Arguments for an aiobotocore/botocore ``create_client("s3", ...)``."""
+        return {
+            "endpoint_url": self.url,
+            "aws_access_key_id": "test",
+            "aws_secret_access_key": "test",
+            "region_name": REGION,
+        }
+
+    def new_bucket(self) -> str:
+        import botocore.session
+
+        name = f"bench-{uuid.uuid4().hex[:12]}"
+        botocore.session.get_session().create_client("s3", **self.client_kwargs()).create_bucket(Bucket=name)
+        return name
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status < 500)
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[Moto]:
+    """Start ``moto_server`` (from the venv, else PATH) and kill its process group at exit."""
+    binary = Path(sys.executable).parent / "moto_server"
+    if not binary.exists():
+        found = shutil.which("moto_server")
+        if found is None:
+            raise RuntimeError("moto_server not found: pip install 'moto[server]'")
+        binary = Path(found)
+    workdir = Path(tempfile.mkdtemp(prefix="objstore-wfp-bench-moto-"))
+    port = _free_port()
+    with (workdir / "moto.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(binary), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not _answers(f"{url}/moto-api/"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto_server did not start: {(workdir / 'moto.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield Moto(url)
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
