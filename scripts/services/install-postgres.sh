@@ -19,6 +19,12 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
     $SUDO chmod +x /usr/sbin/policy-rc.d
     trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 fi
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+# Refresh the package lists only when they do not know the package or are too stale to install it.
+if ! apt-cache show postgresql >/dev/null 2>&1 || ! apt_install postgresql; then
+    $SUDO apt-get update -qq
+    apt_install postgresql
+fi
 echo "PostgreSQL installed: $(ls -d /usr/lib/postgresql/*/bin/postgres | sort -V | tail -n 1)"
