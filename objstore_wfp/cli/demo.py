@@ -270,6 +270,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     w.status = "exited"
                     tail = w.log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
                     say(f"{w.name} exited unexpectedly (code {w.process.returncode}): {tail[0]}")
+            if all(w.process.poll() is not None for w in workers):
+                say("every worker has exited; giving up")
+                break
             if not args.no_kill and run.kill is None and len(run.recorded) >= KILL_AFTER * run.total_tasks:
                 _maybe_kill(run, workers, say)
             if live is not None:
