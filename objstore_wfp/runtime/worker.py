@@ -29,7 +29,7 @@ from typing import Any
 
 from objstore_wfp.clock import Clock, SystemClock
 from objstore_wfp.contract import PersistentBackend
-from objstore_wfp.errors import BackendError, ClaimLostError, ConflictError, NotFoundError, SerializationError
+from objstore_wfp.errors import BackendError, ClaimLostError, ConflictError, NotFoundError
 from objstore_wfp.ids import validate_id
 from objstore_wfp.model import AvailableTask, TaskClaim, WorkflowSnapshot
 from objstore_wfp.runtime.cas import update_snapshot
@@ -162,18 +162,24 @@ class Worker:
         its position (a worker died between recording and advancing); return how many moved.
         Costs one load per stored instance, so it runs rarely."""
         moved = 0
-        for instance_id in await self.backend.list_snapshots():
+        try:
+            instance_ids = await self.backend.list_snapshots()
+        except BackendError as exc:
+            log.warning("worker %s: sweep could not list instances: %s", self.worker_id, exc)
+            return 0
+        for instance_id in instance_ids:
             try:
                 snapshot = await self.backend.load_snapshot(instance_id)
-            except (NotFoundError, SerializationError):
-                continue
-            flow = self.registry.get(snapshot.definition_hash)
-            if flow is None or snapshot.is_terminal or not self._advance(flow, snapshot):
-                continue
-            try:
+                flow = self.registry.get(snapshot.definition_hash)
+                if flow is None or snapshot.is_terminal or not self._advance(flow, snapshot):
+                    continue
                 await self.backend.save_snapshot(snapshot)
             except ConflictError:
                 continue  # someone else moved it meanwhile
+            except BackendError as exc:
+                # Deleted meanwhile, unreadable, or the store failing: the next sweep tries again.
+                log.warning("worker %s: sweep skipped %r: %s", self.worker_id, instance_id, exc)
+                continue
             moved += 1
             self._emit("advanced", instance_id, detail=str(snapshot.position or "finished"))
         return moved
