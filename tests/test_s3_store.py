@@ -243,6 +243,15 @@ async def test_unreachable_endpoint_gives_up_within_the_budget() -> None:
             await store.close()
 
 
+def test_store_survives_a_new_event_loop_per_call(moto_bucket: S3Bucket) -> None:
+    """Synchronous callers run one ``asyncio.run`` per call; the client follows the loop."""
+    store = S3Store(moto_bucket.name, **moto_bucket.storage_options)
+    version = asyncio.run(store.put("k", b"one"))
+    found = asyncio.run(store.get("k"))
+    assert found is not None and found.version == version
+    asyncio.run(store.close())
+
+
 @pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"])
 async def test_endpoint_from_the_environment(
     moto_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch, variable: str
@@ -298,9 +307,15 @@ async def test_one_request_per_call_and_conditions_on_the_wire(
 
 async def test_list_pages_lazily(proxied_store: S3Store, proxy: FaultProxy, moto_bucket: S3Bucket) -> None:
     store = proxied_store
-    client = moto_bucket.endpoint.client()
-    for i in range(1001):
-        client.put_object(Bucket=moto_bucket.name, Key=f"root/many/{i:05d}", Body=b"")
+    direct = S3Store(f"{moto_bucket.name}/root", **moto_bucket.storage_options)
+    writers = asyncio.Semaphore(16)
+
+    async def put(i: int) -> None:
+        async with writers:
+            await direct.put(f"many/{i:05d}", b"")
+
+    await asyncio.gather(*(put(i) for i in range(1001)))
+    await direct.close()
     before = len(proxy.records)
     async for _ in store.list("many/"):
         break

@@ -182,6 +182,7 @@ class S3Store(ConditionalStore):
         config_kwargs = dict(options.pop("config_kwargs", None) or {})
         config_kwargs["retries"] = {"total_max_attempts": 1}
         options.pop("asynchronous", None)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._fs = s3fs.S3FileSystem(
             asynchronous=True,
             skip_instance_cache=True,
@@ -205,6 +206,13 @@ class S3Store(ConditionalStore):
         return self._root + key
 
     async def _client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # aiobotocore clients are bound to the loop that created them: a store used from a
+            # new loop (one asyncio.run per call) needs a new client; the old loop is gone.
+            refresh = self._loop is not None
+            self._loop = loop
+            return await self._fs.set_session(refresh=refresh)
         return await self._fs.set_session()
 
     async def _retrying(self, what: str, key: str, attempt: Callable[[], Awaitable[T]]) -> T:

@@ -112,16 +112,16 @@ def _supports_conditional_delete(endpoint: S3Endpoint) -> bool:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Kill the server's whole process group (LocalStack forks helpers)."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+    """Kill the server's whole process group (LocalStack forks helpers). Nothing it holds is
+    kept, so a server slow to shut down gracefully is killed after a short wait."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        pass
 
 
 def _log_tail(path: Path) -> str:
