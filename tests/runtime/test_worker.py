@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from objstore_wfp import AtTask, Completed, Failed, InMemoryBackend, ManualClock, WorkflowSnapshot
+from objstore_wfp import (
+    AtTask,
+    Completed,
+    Failed,
+    InMemoryBackend,
+    ManualClock,
+    StoreUnavailableError,
+    WorkflowSnapshot,
+)
 from objstore_wfp.runtime import Client, Flow, RetryPolicy, Worker, WorkerEvent
 from objstore_wfp.runtime.flow import Step
 
@@ -327,3 +335,60 @@ async def test_a_snapshot_submitted_without_position_is_started_by_sweep() -> No
     await backend.save_snapshot(WorkflowSnapshot("bare-1", flow.definition_hash, initial_input=b"41"))
     assert await make_worker(backend, [flow]).run_until_idle() == 1
     assert await Client(backend).result("bare-1") == 42
+
+
+async def test_a_worker_that_learns_of_the_takeover_only_when_recording_records_nothing() -> None:
+    clock = ManualClock()
+    backend = InMemoryBackend(clock=clock)
+    gate = threading.Event()
+    started = threading.Event()
+    runs: list[str] = []
+
+    def step(x: int) -> str:
+        run = f"run-{len(runs) + 1}"
+        runs.append(run)
+        if run == "run-1":
+            started.set()
+            gate.wait(5)
+        return run
+
+    flow = Flow("late").step(step)
+    instance_id = await Client(backend).submit(flow, 0)
+    lease = timedelta(seconds=30)
+    # A heartbeat far beyond the test: the slow worker never renews, it only finds out at recording.
+    slow = make_worker(backend, [flow], lease=lease, heartbeat=timedelta(seconds=29))
+    slow_run = asyncio.ensure_future(slow.run_once())
+    assert await asyncio.to_thread(started.wait, 5)
+    clock.advance(lease)
+    assert await make_worker(backend, [flow], lease=lease).run_once() == 1
+    gate.set()
+    assert await slow_run == 0
+    assert slow.stats.lost == 1 and slow.stats.recorded == 0
+    assert await Client(backend).result(instance_id) == "run-2"
+
+
+class FlakyRenewals(InMemoryBackend):
+    """Renewing a lease fails with a store error every other time."""
+
+    calls = 0
+
+    async def extend_task_claim(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls % 2:
+            raise StoreUnavailableError("store hiccup")
+        return await super().extend_task_claim(*args, **kwargs)
+
+
+async def test_a_failed_renewal_is_retried_and_the_task_completes() -> None:
+    backend = FlakyRenewals()
+
+    async def slowish(x: int) -> int:
+        await asyncio.sleep(0.3)
+        return x
+
+    flow = Flow("flaky-store").step(slowish)
+    instance_id = await Client(backend).submit(flow, 5)
+    worker = make_worker(backend, [flow], lease=timedelta(seconds=2), heartbeat=timedelta(seconds=0.05))
+    assert await worker.run_until_idle() == 1
+    assert backend.calls >= 2 and worker.stats.lost == 0
+    assert await Client(backend).result(instance_id) == 5
