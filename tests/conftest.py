@@ -2,12 +2,13 @@
 
 from tests.servers.azure import azure_container, azurite
 from tests.servers.gcs import fake_gcs, gcs_bucket
-from tests.servers.s3 import localstack_s3, moto_s3, s3_bucket, s3_endpoint
+from tests.servers.s3 import faulty_s3, localstack_s3, moto_s3, s3_bucket, s3_endpoint
 
 __all__ = [
     "azure_container",
     "azurite",
     "fake_gcs",
+    "faulty_s3",
     "gcs_bucket",
     "localstack_s3",
     "moto_s3",

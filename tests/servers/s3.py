@@ -5,7 +5,9 @@ Fixtures (registered by ``tests/conftest.py``):
 
 - ``moto_s3`` / ``localstack_s3``: an :class:`S3Endpoint`;
 - ``s3_endpoint``: parametrized over both servers (``[moto]``, ``[localstack]``);
-- ``s3_bucket``: a fresh, empty bucket on ``s3_endpoint`` for one test (an :class:`S3Bucket`).
+- ``s3_bucket``: a fresh, empty bucket on ``s3_endpoint`` for one test (an :class:`S3Bucket`);
+- ``faulty_s3``: a fault-injecting proxy in front of moto_server and a fresh bucket (a
+  :class:`FaultyS3`); it injects nothing until its ``proxy.rate`` is raised.
 
 ``OBJSTORE_WFP_LOCALSTACK_URL=http://127.0.0.1:4566`` uses an already running LocalStack (for
 example ``docker compose -f localstack-compose.yml up``) instead of starting one.
@@ -31,6 +33,7 @@ import botocore.session
 import pytest
 
 from tests.servers import REPO_ROOT, free_port, service_unavailable, wait_for_http
+from tests.servers.faultproxy import FaultProxy
 
 LOCALSTACK_URL_ENV = "OBJSTORE_WFP_LOCALSTACK_URL"
 LOCALSTACK_VENV = REPO_ROOT / ".services" / "localstack-venv"
@@ -88,6 +91,17 @@ class S3Bucket:
     def url(self, prefix: str = "") -> str:
         """``s3://bucket/prefix``."""
         return f"s3://{self.name}/{prefix}".rstrip("/")
+
+
+@dataclass(frozen=True)
+class FaultyS3:
+    """moto_server behind a :class:`~tests.servers.faultproxy.FaultProxy`."""
+
+    proxy: FaultProxy
+    #: The proxy's address, with moto's credentials.
+    endpoint: S3Endpoint
+    #: A fresh bucket, created directly on moto (no faults).
+    bucket: str
 
 
 def _supports_conditional_delete(endpoint: S3Endpoint) -> bool:
@@ -227,6 +241,14 @@ def s3_endpoint(request: pytest.FixtureRequest) -> S3Endpoint:
     """Each S3 server in turn."""
     endpoint: S3Endpoint = request.getfixturevalue(f"{request.param}_s3")
     return endpoint
+
+
+@pytest.fixture
+def faulty_s3(moto_s3: S3Endpoint) -> Iterator[FaultyS3]:
+    """moto_server behind a fault proxy (seeded, rate 0 until the test raises it)."""
+    bucket = moto_s3.create_bucket("faulty")
+    with FaultProxy(moto_s3.url, seed=20261125) as proxy:
+        yield FaultyS3(proxy, replace(moto_s3, name="moto+faults", url=proxy.url), bucket)
 
 
 @pytest.fixture
