@@ -481,14 +481,16 @@ class ObjectStoreBackend(PersistentBackend):
                 entries = _parse_snapshot(current, key).ready.items()
             except SerializationError:
                 entries = {}.items()  # unreadable: repair() removes what it referenced
-            await self._delete_quietly(
-                layout.ready_key(slot, instance, layout.encode_id(t)) for t, slot in entries
-            )
             if not self.store.supports_conditional_delete:
                 await self.store.delete(key)
                 break
             if await self.store.delete_if_version(key, current.version):
-                break  # else it changed under us: drop the newer state's entries too
+                break  # else it changed under us: drop the newer state's entries instead
+        # Entries go only after the snapshot: a crash in between leaves unreferenced entries
+        # (skipped, then removed by repair), never a live snapshot whose entries are gone.
+        await self._delete_quietly(
+            layout.ready_key(slot, instance, layout.encode_id(t)) for t, slot in entries
+        )
         owned = [o.key async for o in self.store.list(f"{layout.CLAIMS}{instance}/")]
         owned += [o.key async for o in self.store.list(f"{layout.BLOBS}{instance}/")]
         owned.append(layout.cancel_key(instance))
