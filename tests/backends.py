@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,11 @@ class StoreTarget:
     #: False where every process sees its own objects (``memory://``): multi-process tests skip.
     shared_between_processes: bool = True
 
+    def child(self, name: str) -> StoreTarget:
+        """A fresh root nested under this one (for tests that need many roots)."""
+        local = None if self.local_root is None else self.local_root / name
+        return replace(self, url=f"{self.url.rstrip('/')}/{name}", local_root=local)
+
     def backend(self, **kwargs: Any) -> ObjectStoreBackend:
         """A backend on this root; ``kwargs`` (``clock=``, ``inline_limit=``...) go to ``from_url``."""
         return ObjectStoreBackend.from_url(self.url, **self.options, **kwargs)
@@ -51,6 +57,22 @@ class StoreTarget:
     def store(self) -> ConditionalStore:
         """The raw store under the root, for planting and inspecting objects."""
         return open_store(self.url, **self.options)
+
+    async def copy_from(self, source: StoreTarget) -> None:
+        """Fill this (empty) root with a copy of every object under ``source``."""
+        if self.local_root is not None and source.local_root is not None:
+            await asyncio.to_thread(shutil.copytree, source.local_root, self.local_root)
+            return
+        store = source.store()
+        try:
+            objects = {}
+            async for obj in store.list(""):
+                found = await store.get(obj.key)
+                if found is not None:
+                    objects[obj.key] = found.data
+        finally:
+            await store.close()
+        await self.seed(objects)
 
     async def seed(self, objects: Mapping[str, bytes]) -> None:
         """Write many objects quickly (no conditions, no durability needed): test set-up only."""
