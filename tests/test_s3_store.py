@@ -8,16 +8,23 @@ import secrets
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 
 import pytest
 
-from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError, UnsupportedStoreError
+from objstore_wfp import AtFork, ObjectStoreBackend, WorkflowSnapshot
+from objstore_wfp.errors import (
+    BackendError,
+    InvalidArgumentError,
+    StoreUnavailableError,
+    UnsupportedStoreError,
+)
 from objstore_wfp.stores import probe
 from objstore_wfp.stores.probe import check_botocore_conditions, probe_store
 from objstore_wfp.stores.s3 import S3Store
 from objstore_wfp.testing.stores import StoreConformance
 from tests.servers.faultproxy import FaultProxy
-from tests.servers.s3 import S3Bucket, S3Endpoint
+from tests.servers.s3 import FaultyS3, S3Bucket, S3Endpoint
 
 
 async def _opened(bucket: S3Bucket, prefix: str = "root", **options: object) -> S3Store:
@@ -473,3 +480,55 @@ async def _race_under_faults(store: S3Store, proxy: FaultProxy) -> None:
     injected = proxy.injected()
     assert {"drop_after", "error_after", "409", "503"} <= set(injected), injected
     print(f"\nfaults injected: {dict(injected)}; outcomes: {dict(outcomes)}")
+
+
+async def test_backend_workers_under_twenty_percent_faults(faulty_s3: FaultyS3) -> None:
+    """Workers (each its own backend and connections) race for every task of a fork and record
+    outputs while 20% of requests fail: one holder per task, outputs only from holders, and no
+    error other than StoreUnavailableError."""
+    tasks = [f"t{i}" for i in range(12)]
+    url = f"s3://{faulty_s3.bucket}/wf"
+    options = {**faulty_s3.endpoint.storage_options(), "retry_budget": 10, "attempt_timeout": 1.0}
+    backends = [ObjectStoreBackend.from_url(url, **options) for _ in range(4)]
+    snapshot = WorkflowSnapshot("order/1", "flow")
+    snapshot.update_position(AtFork("f", tasks, []))
+    await backends[0].save_snapshot(snapshot)
+    faulty_s3.proxy.slow_seconds = 1.2
+    faulty_s3.proxy.rate = 0.2
+    holders: dict[str, list[str]] = {t: [] for t in tasks}
+    errors: list[BaseException] = []
+    unsure: set[str] = set()
+
+    async def worker(n: int, backend: ObjectStoreBackend) -> None:
+        for task in tasks if n % 2 else reversed(tasks):
+            try:
+                claim = await backend.claim_task("order/1", task, f"w{n}", timedelta(minutes=10))
+                if claim is None:
+                    continue
+                holders[task].append(f"w{n}")
+                await backend.save_task_result("order/1", task, f"by w{n}".encode(), claim=claim)
+            except BackendError as exc:
+                assert isinstance(exc, StoreUnavailableError), f"unexpected {exc!r}"
+                errors.append(exc)
+                unsure.add(task)
+
+    try:
+        await asyncio.gather(*(worker(n, b) for n, b in enumerate(backends)))
+        faulty_s3.proxy.rate = 0.0
+        for task in tasks:
+            assert len(holders[task]) <= 1, f"{task} claimed by {holders[task]}"
+            output = await backends[0].load_task_result("order/1", task)
+            if output is not None:
+                assert holders[task] and output == f"by {holders[task][0]}".encode()
+            if task not in unsure:
+                assert output is not None, f"{task}: claimed and saved without error, yet no output"
+        held = {c.task_id: c.worker_id for c in await backends[0].list_claims("order/1")}
+        for task, names in holders.items():
+            if names:
+                assert held.get(task) == names[0]
+    finally:
+        for backend in backends:
+            await backend.close()
+    injected = faulty_s3.proxy.injected()
+    assert sum(injected.values()) >= 20, injected
+    print(f"\nbackend run: faults {dict(injected)}, {len(errors)} StoreUnavailableError")
