@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,6 +36,8 @@ T = TypeVar("T")
 _LOCK_BUCKETS_HEX = 3  # 16**3 = 4096 lock files at most
 #: Objects up to this size are read on the event loop (see :meth:`LocalStore.get`).
 _INLINE_READ = 64 * 1024
+#: Keys :meth:`LocalStore.list` walks per thread hop: few at first, more for long listings.
+_FIRST_BATCH, _MAX_BATCH = 16, 1024
 
 
 class _TooLarge(Exception):
@@ -207,18 +210,29 @@ class LocalStore(ConditionalStore):
         _fsync_dir(path.parent)
 
     async def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ListedObject]:
-        keys = await self._run(_walk_keys, self._root, prefix)
-        for key in keys:
-            if start_after is None or key > start_after:
-                yield ListedObject(key, None)
+        # The walk is lazy and runs in a thread in growing batches: a consumer that stops after a
+        # few keys (find_available_tasks) reads a few directories, not the whole tree.
+        keys = _iter_keys(self._root, prefix)
+        batch = _FIRST_BATCH
+        while True:
+            chunk = await self._run(_take, keys, batch)
+            for key in chunk:
+                if start_after is None or key > start_after:
+                    yield ListedObject(key, None)
+            if len(chunk) < batch:
+                return
+            batch = min(batch * 4, _MAX_BATCH)
 
 
-def _walk_keys(root: Path, prefix: str) -> list[str]:
-    """Every file key under ``root`` that starts with ``prefix``, in byte order."""
+def _take(keys: Iterator[str], n: int) -> list[str]:
+    return list(itertools.islice(keys, n))
+
+
+def _iter_keys(root: Path, prefix: str) -> Iterator[str]:
+    """Every file key under ``root`` that starts with ``prefix``, in byte order, lazily."""
     base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-    found: list[str] = []
 
-    def walk(directory: Path, rel: str) -> None:
+    def walk(directory: Path | str, rel: str) -> Iterator[str]:
         try:
             entries = list(os.scandir(directory))
         except (FileNotFoundError, NotADirectoryError):
@@ -234,9 +248,8 @@ def _walk_keys(root: Path, prefix: str) -> list[str]:
             key = rel + name
             if name.endswith("/"):
                 if key.startswith(prefix) or prefix.startswith(key):
-                    walk(Path(entry.path), key)
+                    yield from walk(entry.path, key)
             elif key.startswith(prefix) and entry.is_file(follow_symlinks=False):
-                found.append(key)
+                yield key
 
-    walk(root / base if base else root, base + "/" if base else "")
-    return found
+    return walk(root / base if base else root, base + "/" if base else "")
