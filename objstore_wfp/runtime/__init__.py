@@ -23,7 +23,6 @@ from objstore_wfp.runtime.codec import Codec, JsonCodec
 from objstore_wfp.runtime.errors import (
     FlowDefinitionError,
     InstanceExistsError,
-    UnknownFlowError,
     WorkflowCancelledError,
     WorkflowFailedError,
 )
@@ -45,7 +44,6 @@ __all__ = [
     "Registry",
     "RetryPolicy",
     "Step",
-    "UnknownFlowError",
     "Worker",
     "WorkerEvent",
     "WorkerStats",

@@ -13,10 +13,6 @@ class FlowDefinitionError(ValueError):
     """A flow is malformed: a duplicate or illegal task name, a fork without join, no steps."""
 
 
-class UnknownFlowError(LookupError):
-    """No registered flow has the definition hash a workflow instance was submitted with."""
-
-
 class InstanceExistsError(ConflictError):
     """``submit(..., if_exists="error")`` found an instance with that id already stored."""
 
