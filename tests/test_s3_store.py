@@ -217,6 +217,10 @@ async def test_errors_are_typed(s3_bucket: S3Bucket) -> None:
         with pytest.raises(StoreUnavailableError, match="no-such-bucket") as raised:
             await missing.put_if_absent("k", b"x")
         assert raised.value.__cause__ is not None
+        # A missing bucket is not a missing object: no call may answer "absent" for it.
+        for call in (missing.get("k"), missing.put_if_version("k", b"x", '"v"'), missing.delete("k")):
+            with pytest.raises(StoreUnavailableError, match="NoSuchBucket"):
+                await call
     finally:
         await missing.close()
     store = S3Store(s3_bucket.name, **s3_bucket.storage_options)
@@ -228,6 +232,11 @@ async def test_errors_are_typed(s3_bucket: S3Bucket) -> None:
         await store.close()
     with pytest.raises(InvalidArgumentError):
         S3Store("s3://", **s3_bucket.storage_options)
+
+
+def test_url_never_shows_credentials() -> None:
+    store = S3Store("b/p", endpoint_url="https://user:secret@s3.example.test:9000/", key="k", secret="s")
+    assert store.url == "s3://b/p at https://s3.example.test:9000"
 
 
 async def test_unreachable_endpoint_gives_up_within_the_budget() -> None:
@@ -269,6 +278,7 @@ async def test_endpoint_from_the_environment(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     store = S3Store(f"{moto_bucket.name}/env")
+    assert store.url == f"s3://{moto_bucket.name}/env at {endpoint.url}"
     try:
         assert await store.put_if_absent("k", b"via env") is not None
         body = endpoint.client().get_object(Bucket=moto_bucket.name, Key="env/k")["Body"].read()

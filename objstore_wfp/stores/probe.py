@@ -16,6 +16,7 @@ constructed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 from dataclasses import dataclass
 
@@ -43,18 +44,25 @@ class ProbeReport:
     note: str = ""
 
 
+@functools.cache
+def _s3_input_members(operation: str) -> frozenset[str]:
+    import botocore.session
+
+    # Loading the S3 model takes ~0.1 s: once per process is enough.
+    model = botocore.session.get_session().get_service_model("s3")
+    return frozenset(model.operation_model(operation).input_shape.members)
+
+
 def check_botocore_conditions() -> None:
     """Raise :class:`UnsupportedStoreError` unless the installed botocore's S3 model knows
     ``IfNoneMatch`` and ``IfMatch`` on PutObject and ``IfMatch`` on DeleteObject."""
     import botocore
-    import botocore.session
 
-    model = botocore.session.get_session().get_service_model("s3")
     missing = [
         f"{operation}.{name}"
         for operation, names in _S3_CONDITION_PARAMETERS.items()
         for name in names
-        if name not in model.operation_model(operation).input_shape.members
+        if name not in _s3_input_members(operation)
     ]
     if missing:
         raise UnsupportedStoreError(

@@ -48,9 +48,11 @@ and the GET that checks it); ``list``: 1 per 1,000 keys.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import botocore.exceptions
@@ -116,8 +118,11 @@ def _precondition_failed(exc: BaseException) -> bool:
 
 
 def _not_found(exc: BaseException) -> bool:
-    return isinstance(exc, botocore.exceptions.ClientError) and (
-        _error_code(exc) in ("NoSuchKey", "NotFound") or _status(exc) == 404
+    """The object does not exist (a missing bucket is a configuration error, not this)."""
+    return (
+        isinstance(exc, botocore.exceptions.ClientError)
+        and _error_code(exc) != "NoSuchBucket"
+        and (_error_code(exc) in ("NoSuchKey", "NotFound") or _status(exc) == 404)
     )
 
 
@@ -133,6 +138,22 @@ def _retryable(exc: BaseException) -> bool:
             return False
         return _status(exc) in _RETRYABLE_STATUS or _error_code(exc) in _RETRYABLE_CODES
     return isinstance(exc, _TRANSPORT_ERRORS)
+
+
+def _endpoint_for_messages(storage_options: dict[str, Any]) -> str | None:
+    """The endpoint the client will use, as botocore resolves it, without any credentials."""
+    endpoint = (
+        storage_options.get("endpoint_url")
+        or (storage_options.get("client_kwargs") or {}).get("endpoint_url")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    if not endpoint:
+        return None
+    parts = urlsplit(str(endpoint))
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")).rstrip("/")
 
 
 def _check_key(key: str) -> None:
@@ -175,9 +196,7 @@ class S3Store(ConditionalStore):
         self._root = f"{self._prefix}/" if self._prefix else ""
         self._retry_budget = retry_budget
         self._attempt_timeout = attempt_timeout
-        self._endpoint = storage_options.get("endpoint_url") or storage_options.get("client_kwargs", {}).get(
-            "endpoint_url"
-        )
+        self._endpoint = _endpoint_for_messages(storage_options)
         options = dict(storage_options)
         config_kwargs = dict(options.pop("config_kwargs", None) or {})
         config_kwargs["retries"] = {"total_max_attempts": 1}
