@@ -146,10 +146,16 @@ async def all_terminal(backend: ObjectStoreBackend, ids: list[str]) -> bool:
 async def test_worker_processes_complete_a_batch_of_fork_join_workflows(
     backend: ObjectStoreBackend, workers: Workers
 ) -> None:
-    client = Client(backend, [FLOW])
-    ids = {await client.submit(FLOW, n, instance_id=f"batch/{n}"): n for n in range(8)}
     names = [f"w{k}" for k in range(3)]
     processes = [workers.start(name, "--concurrency", "2", "--lease", "10") for name in names]
+
+    async def all_ready() -> bool:
+        return all(any(e["kind"] == "ready" for e in workers.events(name)) for name in names)
+
+    # Work appears only once every worker polls, so that all of them get a share.
+    await eventually(all_ready, 60, "the workers to start")
+    client = Client(backend, [FLOW])
+    ids = {await client.submit(FLOW, n, instance_id=f"batch/{n}"): n for n in range(8)}
     await eventually(lambda: all_terminal(backend, list(ids)), 90, "every workflow to finish")
     for instance_id, n in ids.items():
         assert await client.result(instance_id) == expected(n)
