@@ -53,6 +53,7 @@ from objstore_wfp.errors import (
     CannotCancelError,
     ClaimLostError,
     ConflictError,
+    InvalidIdentifierError,
     NotFoundError,
     SerializationError,
     StoreUnavailableError,
@@ -154,7 +155,10 @@ def _check_stash(value: Any, what: str, key: str) -> Stash:
 def _parse_snapshot(obj: StoredObject, key: str) -> _Snapshot:
     doc = loads(obj.data, key)
     r = open_envelope(doc, "snapshot", key)
-    validate_id(r.text("instance_id"), f"{key}: instance_id")
+    try:
+        validate_id(r.text("instance_id"), f"{key}: instance_id")
+    except InvalidIdentifierError as exc:
+        raise SerializationError(str(exc)) from None  # bad stored bytes, not a bad argument
     results = {t: _check_stash(v, f"result {t!r}", key) for t, v in r.obj("results").doc.items()}
     ready = r.obj("ready").doc
     if not all(isinstance(v, str) for v in ready.values()):
@@ -335,7 +339,13 @@ class ObjectStoreBackend(PersistentBackend):
     async def _read(self, instance: str) -> _Snapshot | None:
         key = layout.snapshot_key(instance)
         found = await self.store.get(key)
-        return None if found is None else _parse_snapshot(found, key)
+        if found is None:
+            return None
+        stored = _parse_snapshot(found, key)
+        if layout.encode_id(stored.instance_id) != instance:
+            # A copied or misplaced object: answering with it would act on another instance.
+            raise SerializationError(f"{key}: holds the snapshot of instance {stored.instance_id!r}")
+        return stored
 
     async def _read_existing(self, instance_id: str) -> _Snapshot:
         stored = await self._read(layout.encode_id(instance_id))
