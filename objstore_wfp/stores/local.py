@@ -161,6 +161,11 @@ class LocalStore(ConditionalStore):
             try:
                 os.link(temp, path)
             except FileExistsError:
+                if path.is_dir():
+                    # Not "the object exists" (a get reads it as missing): no retry can succeed.
+                    raise IsADirectoryError(
+                        errno.EISDIR, "a directory is where an object belongs", str(path)
+                    ) from None
                 return None
             finally:
                 temp.unlink()
