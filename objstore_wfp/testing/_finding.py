@@ -132,6 +132,17 @@ class FindingTests:
         await backend.save_snapshot(oldest)
         assert await _offered(backend) == [("m-middle", "t1"), ("a-newest", "t1"), ("z-oldest", "t2")]
 
+    async def test_ties_break_by_instance_then_task(self, backend: PersistentBackend) -> None:
+        # Same priority, same ready time (the clock does not move): instance id, then task id.
+        branches = ["f", "b", "e", "a", "d", "c"]
+        for instance_id in ["wf-2", "wf-3", "wf-1"]:
+            await backend.save_snapshot(make_snapshot(instance_id, position=AtFork("fork", branches)))
+        expected = [(i, t) for i in ["wf-1", "wf-2", "wf-3"] for t in sorted(branches)]
+        assert await _offered(backend) == expected, (
+            "tasks that became ready at the same time must come by instance id, then task id"
+        )
+        assert await _offered(backend, limit=4) == expected[:4]
+
     async def test_priority_beats_age(self, backend: PersistentBackend, clock: ManualClock) -> None:
         await backend.save_snapshot(make_snapshot("old-lazy", priority=5))
         clock.advance(SECOND * 60)

@@ -10,13 +10,20 @@ import pytest
 from objstore_wfp.clock import ManualClock
 from objstore_wfp.testing._cancellation import CancellationTests
 from objstore_wfp.testing._claims import ClaimTests
+from objstore_wfp.testing._differential import DifferentialTests
 from objstore_wfp.testing._finding import FindingTests
 from objstore_wfp.testing._identifiers import ArgumentTests, IdentifierTests
 from objstore_wfp.testing._snapshots import SnapshotTests
 
 
 class BackendConformance(
-    SnapshotTests, ClaimTests, FindingTests, CancellationTests, IdentifierTests, ArgumentTests
+    SnapshotTests,
+    ClaimTests,
+    FindingTests,
+    CancellationTests,
+    IdentifierTests,
+    ArgumentTests,
+    DifferentialTests,
 ):
     """The contract of :class:`~objstore_wfp.PersistentBackend` as tests.
 
