@@ -21,7 +21,10 @@ advancing it, so your backend must read time only from the clock it is given)::
             await backend.close()
 
 Each test gets a fresh ``backend`` (start from an empty prefix, database schema or key space)
-and a fresh ``clock``. The tests are ``async`` and marked for pytest-asyncio, so they run in
+and a fresh ``clock``. The two hypothesis tests (random legal ids, and random operation
+sequences compared step by step with :class:`~objstore_wfp.InMemoryBackend` on the same clock)
+run many examples on one backend and empty it between examples with ``list_snapshots`` and
+``delete_snapshot``. The tests are ``async`` and marked for pytest-asyncio, so they run in
 its strict mode too (then use ``@pytest_asyncio.fixture`` for an async fixture, as above).
 Requirements: ``pytest``, ``pytest-asyncio`` and ``hypothesis`` (the ``test`` extra).
 
