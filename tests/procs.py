@@ -248,6 +248,94 @@ async def _results(
     write_json(out_path, outcomes)
 
 
+# -- workers driving workflows ---------------------------------------------------------------------
+#: A workflow's steps: a task id, or a tuple of task ids run as parallel fork branches.
+Steps = list[Any]
+
+
+def _step_tasks(step: Any) -> list[str]:
+    return list(step) if isinstance(step, (list, tuple)) else [step]
+
+
+def _position(steps: Steps, index: int) -> AtTask | AtFork:
+    step = steps[index]
+    if isinstance(step, (list, tuple)):
+        return AtFork(f"fork{index}", list(step), [])
+    return AtTask(step)
+
+
+def drive_worker(
+    index: int, url: str, options: dict[str, Any], flows: dict[str, Steps], out_path: str
+) -> None:
+    asyncio.run(_drive(index, url, options, flows, out_path))
+
+
+async def _drive(
+    index: int, url: str, options: dict[str, Any], flows: dict[str, Steps], out_path: str
+) -> None:
+    """A worker loop: find, claim, run (record the result under the claim), advance the workflow
+    by compare-and-swap, release. Stops after a run of empty polls."""
+    worker = f"driver-{index}"
+    rng = random.Random(index)
+    ran: list[list[str]] = []
+    stats = {"claimed": 0, "lost_claims": 0, "conflicts": 0, "advanced": 0}
+    async with ObjectStoreBackend.from_url(url, **options) as backend:
+        idle = 0
+        deadline = time.monotonic() + CHILD_TIMEOUT - 10
+        while idle < 40 and time.monotonic() < deadline:
+            offered = await backend.find_available_tasks(worker, 3)
+            if not offered:
+                idle += 1
+                await asyncio.sleep(0.01)
+                continue
+            idle = 0
+            for task in rng.sample(offered, len(offered)):
+                claim = await backend.claim_task(
+                    task.instance_id, task.task_id, worker, timedelta(seconds=20)
+                )
+                if claim is None:
+                    stats["lost_claims"] += 1
+                    continue
+                stats["claimed"] += 1
+                ran.append([task.instance_id, task.task_id])
+                output = task.task_id.encode() + b"<" + (task.input or b"")[:40]
+                try:
+                    await backend.save_task_result(task.instance_id, task.task_id, output, claim=claim)
+                except ConflictError:
+                    stats["conflicts"] += 1
+                await _advance(backend, flows[task.instance_id], task.instance_id, stats)
+                await backend.release_task_claim(task.instance_id, task.task_id, worker)
+    write_json(out_path, {"ran": ran, "stats": stats})
+
+
+async def _advance(backend: ObjectStoreBackend, steps: Steps, instance: str, stats: dict[str, int]) -> None:
+    """Move the workflow past every step whose tasks are all recorded (retrying on conflicts)."""
+    while True:
+        snap = await backend.load_snapshot(instance)
+        if snap.is_terminal:
+            return
+        pos = snap.position
+        at = next(
+            i
+            for i in range(len(steps))
+            if _position(steps, i) == pos or (isinstance(pos, AtFork) and pos.fork_id == f"fork{i}")
+        )
+        tasks = _step_tasks(steps[at])
+        if not all(t in snap.completed_tasks for t in tasks):
+            return
+        # The last task of a step hands its output on (a fork: its last branch's).
+        snap.mark_task_completed(tasks[-1], snap.completed_tasks[tasks[-1]].output)
+        if at + 1 == len(steps):
+            snap.mark_completed(b"done:" + snap.completed_tasks[tasks[-1]].output)
+        else:
+            snap.update_position(_position(steps, at + 1))
+        try:
+            await backend.save_snapshot(snap)
+            stats["advanced"] += 1
+        except ConflictError:
+            stats["conflicts"] += 1
+
+
 # -- zombies ---------------------------------------------------------------------------------------
 def zombie_worker(
     url: str,
@@ -546,6 +634,7 @@ __all__ = [
     "context",
     "crash_setup",
     "crash_worker",
+    "drive_worker",
     "race_worker",
     "read_json",
     "result_worker",

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from objstore_wfp import AtFork, WorkflowSnapshot
+from objstore_wfp import AtFork, AtTask, Completed, WorkflowSnapshot
 from tests import procs
 from tests.backends import StoreTarget, local_store_target, store_target
 
@@ -185,3 +185,55 @@ async def test_concurrent_results_lose_nothing_and_first_wins(
         assert all(outcomes[n][shared_task] == "conflict" for n in set(range(WRITERS)) - succeeded)
         # Recording results offers nothing anew: every fork branch is done.
         assert await backend.find_available_tasks("checker", 100) == []
+
+
+DRIVERS = 8
+FLOWS = 10
+STEPS = ["s0", ["p1", "p2", "p3"], "s1", "s2"]
+
+
+async def test_workers_drive_every_workflow_to_completion(store_target: StoreTarget, tmp_path: Path) -> None:
+    """Eight worker processes find, claim, record and advance concurrently: every workflow must
+    complete (a lost ready entry would strand one), each task recorded once."""
+    if not store_target.shared_between_processes:
+        pytest.skip("the store is private to each process")
+    flows = {f"flow {n}": STEPS for n in range(FLOWS)}
+    async with store_target.backend() as backend:
+        for n, instance in enumerate(flows):
+            snap = WorkflowSnapshot(instance, "drive", initial_input=f"input {n}".encode())
+            snap.priority = 1 + n % 5
+            snap.update_position(AtTask("s0"))
+            await backend.save_snapshot(snap)
+    outs = [str(tmp_path / f"driver-{n}.json") for n in range(DRIVERS)]
+    codes = procs.run_all(
+        procs.drive_worker,
+        [(n, store_target.url, store_target.options, flows, outs[n]) for n in range(DRIVERS)],
+        timeout=120,
+    )
+    assert codes == [0] * DRIVERS, f"drivers exited with {codes}"
+    logs = [procs.read_json(p) for p in outs]
+    ran = Counter(tuple(r) for log in logs for r in log["ran"])
+    stats: Counter[str] = Counter()
+    for log in logs:
+        stats.update(log["stats"])
+    tasks = {(i, t) for i in flows for step in STEPS for t in ([step] if isinstance(step, str) else step)}
+    assert set(ran) == tasks
+    async with store_target.backend() as backend:
+        for instance in flows:
+            snap = await backend.load_snapshot(instance)
+            assert isinstance(snap.state, Completed), f"{instance} stranded at {snap.position}"
+            # s2 ran on s1's output, which ran on p3's, ... on the initial input: no step skipped.
+            assert snap.state.final_output.startswith(b"done:s2<s1<p3<s0<input")
+            for step in STEPS:
+                for task in [step] if isinstance(step, str) else step:
+                    assert (await backend.load_task_result(instance, task) or b"").startswith(
+                        task.encode() + b"<"
+                    )
+        assert await backend.find_available_tasks("checker", 10) == []
+        assert await backend.list_claims() == []
+        report = await backend.repair()
+        assert (report.entries_created, report.unreadable) == (0, [])
+    print(
+        f"\n{DRIVERS} drivers, {FLOWS} workflows x {len(tasks) // FLOWS} tasks: {dict(stats)}; "
+        f"{sum(ran.values()) - len(ran)} tasks ran more than once"
+    )
