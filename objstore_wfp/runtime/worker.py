@@ -302,6 +302,13 @@ class Worker:
         lease = _Lease(claim)
         holding = True
         try:
+            if claim.token > 1 and await self.backend.load_task_result(iid, tid) is not None:
+                # The task changed hands since this worker's find offered it: the previous
+                # holder may have recorded it and released. Only then can it be done already, so
+                # first claims (token 1) skip this read. Advancing is idempotent and cheap here.
+                await update_snapshot(self.backend, iid, lambda s: self._advance(flow, s))
+                self._emit("released", iid, tid, token=claim.token, detail="already recorded")
+                return 0
             outcome = await self._run_leased(lease, step, task.input)
             if lease.lost is not None:
                 holding = False

@@ -392,3 +392,39 @@ async def test_a_failed_renewal_is_retried_and_the_task_completes() -> None:
     assert await worker.run_until_idle() == 1
     assert backend.calls >= 2 and worker.stats.lost == 0
     assert await Client(backend).result(instance_id) == 5
+
+
+class StaleFind(InMemoryBackend):
+    """Answers the next find with a list captured earlier, as a slow reader would see it."""
+
+    stale: list[Any] | None = None
+
+    async def find_available_tasks(self, worker_id: str, limit: int) -> list[Any]:
+        if self.stale is not None:
+            stale, self.stale = self.stale, None
+            return stale
+        return await super().find_available_tasks(worker_id, limit)
+
+
+async def test_a_task_done_after_a_stale_find_is_not_run_again() -> None:
+    backend = StaleFind()
+    calls: list[int] = []
+
+    def once(x: int) -> int:
+        calls.append(x)
+        return x
+
+    flow = Flow("stale").step(once)
+    instance_id = await Client(backend).submit(flow, 3)
+    seen_early = await backend.find_available_tasks("late", 10)
+    assert await make_worker(backend, [flow]).run_once() == 1  # runs, records, releases
+    backend.stale = seen_early
+    events: list[WorkerEvent] = []
+    late = make_worker(backend, [flow], on_event=events.append)
+    assert await late.run_once() == 0
+    assert calls == [3] and late.stats.executions == 0
+    assert [(e.kind, e.token, e.detail) for e in events] == [
+        ("claimed", 2, ""),
+        ("released", 2, "already recorded"),
+    ]
+    assert await Client(backend).result(instance_id) == 3
