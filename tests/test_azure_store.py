@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -17,11 +18,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from objstore_wfp import ManualClock, ObjectStoreBackend
 from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError
 from objstore_wfp.stores import azure as azure_module
 from objstore_wfp.stores._retry import RetryPolicy
 from objstore_wfp.stores.azure import AzureBlobStore
 from objstore_wfp.stores.probe import probe_store
+from objstore_wfp.testing import BackendConformance
 from objstore_wfp.testing.stores import StoreConformance
 from tests.servers import free_port
 from tests.servers.azure import ACCOUNT, ACCOUNT_KEY, AzureContainer, AzuriteServer
@@ -316,3 +319,27 @@ async def test_conditional_delete_whose_answer_was_lost_reports_deleted(
     proxy.inject("DELETE", "/root/d", "lose_response")
     assert await proxied.delete_if_version("d", version) is True
     assert await proxied.get("d") is None
+
+
+# -- the backend on Azurite ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def azure_shared_container(azurite: AzuriteServer) -> str:
+    """One container for the whole session; backend tests separate themselves by prefix."""
+    return azurite.create_container("conf")
+
+
+class TestObjectStoreOnAzure(BackendConformance):
+    """The backend conformance suite on Azurite, which enforces conditional deletes."""
+
+    @pytest.fixture
+    async def backend(
+        self, clock: ManualClock, azurite: AzuriteServer, azure_shared_container: str
+    ) -> AsyncIterator[ObjectStoreBackend]:
+        url = f"az://{azure_shared_container}/{secrets.token_hex(8)}"
+        backend = ObjectStoreBackend.from_url(url, clock=clock, **azurite.storage_options())
+        async with backend:
+            yield backend
+        if backend._verified:
+            assert backend.store.supports_conditional_delete is True

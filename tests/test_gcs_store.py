@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -26,11 +27,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from objstore_wfp import ManualClock, ObjectStoreBackend
 from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError, UnsupportedStoreError
 from objstore_wfp.stores import gcs as gcs_module
 from objstore_wfp.stores._retry import RetryPolicy
 from objstore_wfp.stores.gcs import GCSStore
 from objstore_wfp.stores.probe import probe_store
+from objstore_wfp.testing import BackendConformance
 from objstore_wfp.testing.stores import StoreConformance
 from tests.servers.faults import FaultProxy, fault_proxy
 from tests.servers.gcs import GCSBucket, GCSServer
@@ -354,3 +357,28 @@ async def test_delete_whose_answer_was_lost_reports_deleted(proxied: GCSStore, p
     proxy.inject("DELETE", "/o/root%2Fd", "lose_response")
     assert await proxied.delete_if_version("d", version) is True
     assert await proxied.get("d") is None
+
+
+# -- the backend on fake-gcs-server -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gcs_shared_bucket(fake_gcs: GCSServer) -> str:
+    """One bucket for the whole session; backend tests separate themselves by prefix."""
+    return fake_gcs.create_bucket("conf")
+
+
+class TestObjectStoreOnGCS(BackendConformance):
+    """The backend conformance suite on fake-gcs-server. Its DELETE ignores preconditions, so the
+    backend's probe switches to the fallback (CAS to a tombstone, then delete)."""
+
+    @pytest.fixture
+    async def backend(
+        self, clock: ManualClock, fake_gcs: GCSServer, gcs_shared_bucket: str
+    ) -> AsyncIterator[ObjectStoreBackend]:
+        url = f"gs://{gcs_shared_bucket}/{secrets.token_hex(8)}"
+        backend = ObjectStoreBackend.from_url(url, clock=clock, **fake_gcs.storage_options())
+        async with backend:
+            yield backend
+        if backend._verified:
+            assert backend.store.supports_conditional_delete is False
