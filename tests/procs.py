@@ -231,6 +231,7 @@ async def _results(
             claims[task] = (
                 await backend.claim_task(instance, task, worker, timedelta(minutes=5)) if n % 2 else None
             )
+        stale = await backend.load_snapshot(instance)  # no result is written before the barrier
         barrier.wait(BARRIER_TIMEOUT)
 
         async def own(task: str) -> None:
@@ -244,7 +245,15 @@ async def _results(
             except ConflictError:
                 outcomes[shared_task] = "conflict"
 
-        await asyncio.gather(shared(), *(own(t) for t in own_tasks))
+        async def overwrite() -> None:
+            # A create-or-overwrite save of a copy taken before any result: it must keep every
+            # result recorded meanwhile (a save never forgets a recorded result).
+            for _ in range(3):
+                stale.version = None
+                await backend.save_snapshot(stale)
+                await asyncio.sleep(0.002)
+
+        await asyncio.gather(shared(), overwrite(), *(own(t) for t in own_tasks))
     write_json(out_path, outcomes)
 
 

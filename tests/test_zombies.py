@@ -333,3 +333,19 @@ async def test_real_zombie_process_against_real_usurper(store_target: StoreTarge
         claims = await backend.list_claims(INSTANCE)
         assert [(c.task_id, c.worker_id) for c in claims] == sorted((t, "usurper") for t in tasks)
     assert late > 0, "the zombie never wrote after its lease ran out"
+
+
+async def test_a_workers_own_older_claim_is_fenced_off(scene: Scene) -> None:
+    # The same worker released and claimed again: its first claim object (token 1) is stale, and
+    # a delayed write carrying it must not pass for the new claim (token 2).
+    z = scene.zombie_backend
+    old = scene.zombie_claim
+    assert old is not None
+    await z.release_task_claim(INSTANCE, TASK, "zombie")
+    again = await z.claim_task(INSTANCE, TASK, "zombie", TTL)
+    assert again is not None and again.token == 2
+    with pytest.raises(ClaimLostError):
+        await z.save_task_result(INSTANCE, TASK, b"delayed", claim=old)
+    assert await z.load_task_result(INSTANCE, TASK) is None
+    await z.save_task_result(INSTANCE, TASK, b"current", claim=again)
+    assert await z.load_task_result(INSTANCE, TASK) == b"current"
