@@ -1,14 +1,14 @@
 """Figures 4 and 5: the runtime end to end, in worker processes, and a worker's memory.
 
-Instances of a two-step flow (``first`` then ``second``, trivial ``async`` functions) are
-bulk-written as the client would have submitted them; then 1, 2 or 4 worker processes start,
-wait at a barrier, and run ``Worker.run_forever`` until every task is recorded. Tasks per second
-= tasks / (last worker done - barrier released); store requests are counted in every worker by
+Instances of a two-step flow (trivial ``async`` functions) are bulk-written as the client would
+have submitted them; then 1, 2 or 4 worker processes start, wait at a barrier, and run
+``Worker.run_forever`` until every task is recorded. Tasks per second = tasks / (last worker
+done - barrier released); store requests are counted in every worker by
 :class:`~objstore_wfp.stores.counting.CountingStore` (after its start-up store probe), and the
 client's ``submit`` is counted separately on a sample and added per instance to the cost.
 
-Memory: one worker process runs 10,000 tasks and reports its peak RSS
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``); the baseline is the same process running 100.
+Memory: one worker process runs 10,000 tasks (instances of a 20-step flow) and reports its peak
+RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``); the baseline is the same process running 100.
 """
 
 from __future__ import annotations
@@ -34,21 +34,25 @@ from objstore_wfp.runtime import Client, Flow, Worker
 from objstore_wfp.stores.counting import CountingStore
 from objstore_wfp.stores.urls import open_store
 
-TASKS_PER_INSTANCE = 2
+#: Steps of the flow the throughput figure runs (tasks per instance).
+STEPS = 2
+#: Steps of the flow the memory figure runs: a long flow keeps the backlog of ready tasks short,
+#: so the figure is about the worker, not about listing a deep queue.
+MEMORY_STEPS = 20
 #: Idle workers poll this often; the default (1 s) would make the tail of a short run dominate.
 POLL_INTERVAL = 0.05
 
 
-async def first(x: int) -> int:
+async def increment(x: int) -> int:
     return x + 1
 
 
-async def second(x: int) -> int:
-    return x * 2
-
-
-def bench_flow() -> Flow:
-    return Flow("bench").step(first).step(second)
+def bench_flow(steps: int = STEPS) -> Flow:
+    """``steps`` sequential trivial ``async`` steps, ``s0``, ``s1``, ..."""
+    flow = Flow(f"bench-{steps}")
+    for k in range(steps):
+        flow = flow.step(increment, name=f"s{k}")
+    return flow
 
 
 # -- the worker process ------------------------------------------------------------------------------
@@ -58,6 +62,7 @@ class _Job:
     options: dict[str, Any]
     tasks: int
     concurrency: int
+    steps: int = STEPS
 
 
 def _worker_process(job: _Job, done: Any, finished: Any, ready: Any, go: Any, results: Any) -> None:
@@ -79,7 +84,7 @@ async def _work(job: _Job, done: Any, finished: Any, ready: Any, go: Any) -> dic
 
     worker = Worker(
         backend,
-        [bench_flow()],
+        [bench_flow(job.steps)],
         concurrency=job.concurrency,
         lease=timedelta(minutes=5),
         poll_interval=POLL_INTERVAL,
@@ -214,7 +219,7 @@ async def end_to_end(
     try:
         for store in stores:
             n = instances[store.name]
-            tasks = n * TASKS_PER_INSTANCE
+            tasks = n * STEPS
             url, options = await store.fresh([])
             submit = await _submit_cost(url, options)
             rates: dict[int, list[float]] = {w: [] for w in worker_counts}
@@ -238,7 +243,7 @@ async def end_to_end(
                     rates[workers].append(tasks / seconds)
                     per_task[workers].append(sum(counts.values()) / tasks)
                     worker_dollars = dollars(counts) / tasks
-                    submit_dollars = dollars(submit) / TASKS_PER_INSTANCE
+                    submit_dollars = dollars(submit) / STEPS
                     cost[workers].append((worker_dollars + submit_dollars) * 1e6)
             one = median(rates[worker_counts[0]])
             for workers in worker_counts:
@@ -262,18 +267,18 @@ async def end_to_end(
 
 async def memory(report: Report, *, tasks: int, baseline_tasks: int, concurrency: int) -> None:
     """Figure 5: peak RSS of one local-disk worker process running ``tasks`` tasks."""
-    flow = bench_flow()
+    flow = bench_flow(MEMORY_STEPS)
     waiting = await bulk.template(bulk.ready_instance(flow.definition_hash, flow.task_names()[0]))
     store = _Local()
     try:
         peaks = {}
         for n in (baseline_tasks, tasks):
-            objects = list(
-                bulk.copies(waiting, (bulk.instance_id(i) for i in range(n // TASKS_PER_INSTANCE)))
-            )
+            objects = list(bulk.copies(waiting, (bulk.instance_id(i) for i in range(n // MEMORY_STEPS))))
             url, options = await store.fresh(objects)
             started = time.perf_counter()
-            _, reports = await asyncio.to_thread(_run_workers, _Job(url, options, n, concurrency), 1, 900)
+            _, reports = await asyncio.to_thread(
+                _run_workers, _Job(url, options, n, concurrency, MEMORY_STEPS), 1, 900
+            )
             report_ = reports[0]
             peaks[n] = (report_["maxrss_kb"] / 1024, report_["rss_kb"] / 1024, time.perf_counter() - started)
         big, small = peaks[tasks], peaks[baseline_tasks]
@@ -285,8 +290,8 @@ async def memory(report: Report, *, tasks: int, baseline_tasks: int, concurrency
                 f"{small[0]:.1f} MiB after {baseline_tasks}",
                 f"{big[0] / small[0]:.2f}x",
                 "",
-                f"local disk, concurrency {concurrency}; RSS at the end {big[1]:.1f} vs {small[1]:.1f} MiB; "
-                f"one run each ({big[2]:.0f}s)",
+                f"local disk, {MEMORY_STEPS}-step flow, concurrency {concurrency}; "
+                f"RSS at the end {big[1]:.1f} vs {small[1]:.1f} MiB; one run each ({big[2]:.0f}s)",
             )
         )
     finally:
