@@ -352,9 +352,12 @@ async def test_ambiguous_retry_does_not_claim_someone_elses_object(
     assert found is not None and found.data == b"theirs"
 
 
-async def test_delete_whose_answer_was_lost_reports_deleted(proxied: GCSStore, proxy: FaultProxy) -> None:
+@pytest.mark.parametrize("mode", ["lose_response", "drop"])
+async def test_delete_whose_answer_was_lost_reports_deleted(
+    proxied: GCSStore, proxy: FaultProxy, mode: str
+) -> None:
     version = await proxied.put("d", b"x")
-    proxy.inject("DELETE", "/o/root%2Fd", "lose_response")
+    proxy.inject("DELETE", "/o/root%2Fd", mode)  # type: ignore[arg-type]
     assert await proxied.delete_if_version("d", version) is True
     assert await proxied.get("d") is None
 

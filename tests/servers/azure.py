@@ -14,6 +14,7 @@ writes and on deletes.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -123,3 +124,19 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]
 def azure_container(azurite: AzuriteServer) -> AzureContainer:
     """A fresh, empty container on Azurite, with the storage options to open it."""
     return AzureContainer(azurite, azurite.create_container(), azurite.storage_options())
+
+
+@pytest.fixture(scope="session")
+def azure_target_container(azurite: AzuriteServer) -> str:
+    """One container for the backend tests of a session; each target is a fresh prefix in it."""
+    return azurite.create_container("hard")
+
+
+@pytest.fixture
+def azure_store_target(azurite: AzuriteServer, azure_target_container: str) -> Any:
+    """A fresh root on Azurite as a ``tests.backends.StoreTarget`` (for ``STORE_TARGETS``)."""
+    from tests.backends import StoreTarget
+
+    return StoreTarget(
+        "azure", f"az://{azure_target_container}/{secrets.token_hex(8)}", azurite.storage_options()
+    )

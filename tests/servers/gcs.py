@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -128,3 +129,17 @@ def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSServer]:
 def gcs_bucket(fake_gcs: GCSServer) -> GCSBucket:
     """A fresh, empty bucket on fake-gcs-server, with the storage options to open it."""
     return GCSBucket(fake_gcs, fake_gcs.create_bucket(), fake_gcs.storage_options())
+
+
+@pytest.fixture(scope="session")
+def gcs_target_bucket(fake_gcs: GCSServer) -> str:
+    """One bucket for the backend tests of a session; each target is a fresh prefix in it."""
+    return fake_gcs.create_bucket("hard")
+
+
+@pytest.fixture
+def gcs_store_target(fake_gcs: GCSServer, gcs_target_bucket: str) -> Any:
+    """A fresh root on fake-gcs-server as a ``tests.backends.StoreTarget`` (for ``STORE_TARGETS``)."""
+    from tests.backends import StoreTarget
+
+    return StoreTarget("gcs", f"gs://{gcs_target_bucket}/{secrets.token_hex(8)}", fake_gcs.storage_options())
