@@ -233,5 +233,5 @@ async def test_serverless_run_once_calls_in_fresh_processes_complete_workflows(
             break
     for instance_id, n in ids.items():
         assert await client.result(instance_id) == expected(n)
-    # Stages: split, the two branches, join, finish; every invocation runs what is ready.
-    assert invocations <= 6
+    # About five: split, the 6 branch tasks (4 per invocation), join, finish; a little slack.
+    assert invocations <= 8
