@@ -20,17 +20,19 @@ from pathlib import Path
 #: S3 Standard list prices (USD per request): PUT/COPY/POST/LIST, and GET. DELETE is free.
 PRICE_WRITE = 0.005 / 1000
 PRICE_GET = 0.0004 / 1000
-_WRITES = ("put", "put_if_absent", "put_if_version", "list")
-_FREE = ("delete", "delete_if_version")
+#: Store operations (CountingStore) and S3 operations (counted on the wire), by price class.
+_WRITES = ("put", "put_if_absent", "put_if_version", "list", "PutObject", "CopyObject", "ListObjectsV2")
+_GETS = ("get", "GetObject", "HeadObject")
+_FREE = ("delete", "delete_if_version", "DeleteObject", "DeleteObjects")
 
 
 def dollars(counts: Mapping[str, float]) -> float:
-    """What these store requests cost on S3 Standard."""
+    """What these requests (store operations or S3 operations) cost on S3 Standard."""
     total = 0.0
     for op, n in counts.items():
         if op in _WRITES:
             total += n * PRICE_WRITE
-        elif op == "get":
+        elif op in _GETS:
             total += n * PRICE_GET
         elif op not in _FREE:
             raise ValueError(f"no price for store operation {op!r}")

@@ -28,7 +28,7 @@ from typing import Any
 
 from benchmarks import bulk
 from benchmarks.common import Report, Row, dollars, median, spread
-from benchmarks.moto import Moto
+from benchmarks.moto import Moto, count_http
 from objstore_wfp.backends.objectstore import ObjectStoreBackend
 from objstore_wfp.runtime import Client, Flow, Worker
 from objstore_wfp.stores.counting import CountingStore
@@ -74,6 +74,7 @@ async def _work(job: _Job, done: Any, finished: Any, ready: Any, go: Any) -> dic
     backend = ObjectStoreBackend(counting)
     await backend.verify_store()  # what open_backend does once per process: not part of the figure
     counting.reset()
+    http = await count_http(counting.inner) if job.url.startswith("s3://") else None
 
     def count(event: Any) -> None:
         if event.kind == "recorded":
@@ -105,6 +106,7 @@ async def _work(job: _Job, done: Any, finished: Any, ready: Any, go: Any) -> dic
     return {
         "completed": completed,
         "counts": dict(counting.counts),
+        "http": dict(http) if http is not None else None,
         "ended": ended,
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "rss_kb": _current_rss_kb(),
@@ -191,16 +193,18 @@ class _Moto:
 
 
 async def _submit_cost(url: str, options: dict[str, Any], n: int = 20) -> dict[str, float]:
-    """Store requests of ``Client.submit`` per instance, counted on ``n`` submissions."""
+    """Requests of ``Client.submit`` per instance, counted on ``n`` submissions (on S3, HTTP
+    requests by S3 operation; elsewhere store operations)."""
     counting = CountingStore(open_store(url, **options))
     backend = ObjectStoreBackend(counting)
     await backend.verify_store()
     counting.reset()
+    http = await count_http(counting.inner) if url.startswith("s3://") else None
     client = Client(backend)
     for _ in range(n):
         await client.submit(bench_flow(), 1)
     await backend.close()
-    return {op: c / n for op, c in counting.counts.items()}
+    return {op: c / n for op, c in (http if http is not None else counting.counts).items()}
 
 
 async def end_to_end(
@@ -237,9 +241,10 @@ async def end_to_end(
                     recorded = sum(r["completed"] for r in reports)
                     if recorded < tasks:
                         raise RuntimeError(f"{store.name}: only {recorded} of {tasks} tasks completed")
+                    # What S3 bills: HTTP requests where there is a wire, else store operations.
                     counts: Counter[str] = Counter()
                     for r in reports:
-                        counts.update(r["counts"])
+                        counts.update(r["http"] if r["http"] is not None else r["counts"])
                     rates[workers].append(tasks / seconds)
                     per_task[workers].append(sum(counts.values()) / tasks)
                     worker_dollars = dollars(counts) / tasks
@@ -255,7 +260,8 @@ async def end_to_end(
                         f"{rate:,.1f} tasks/s",
                         f"{one:,.1f} tasks/s with {worker_counts[0]}",
                         f"{rate / one:.2f}x",
-                        f"{median(per_task[workers]):.1f} (+{sum(submit.values()):.0f} submit)",
+                        f"{median(per_task[workers]):.1f} (+{sum(submit.values()):.0f} submit)"
+                        + (" HTTP" if store.name == "moto" else ""),
                         f"${median(cost[workers]):,.2f}/M tasks; {tasks} tasks, concurrency {concurrency}"
                         f"/process; median of {reps} {spread(rates[workers])}",
                     )

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,3 +110,17 @@ def moto_server() -> Iterator[Moto]:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def count_http(store: Any) -> Counter[str]:
+    """Count every HTTP request an :class:`~objstore_wfp.stores.s3.S3Store` sends, by S3 operation
+    (``PutObject``, ``GetObject``, ...), retries and the adapter's own checks included: what S3
+    would bill. Uses the store's private client accessor: this is a measuring tool."""
+    counts: Counter[str] = Counter()
+    client = await store._client()
+
+    def sent(event_name: str, **_: Any) -> None:
+        counts[event_name.rsplit(".", 1)[-1]] += 1
+
+    client.meta.events.register("before-send.s3", sent)
+    return counts

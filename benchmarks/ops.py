@@ -22,6 +22,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Report, Row, median, spread, timed
-from benchmarks.moto import Moto
+from benchmarks.moto import Moto, count_http
 from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore import ObjectStoreBackend
 from objstore_wfp.model import AtTask, TaskClaim, WorkflowSnapshot
@@ -75,6 +76,8 @@ class BackendSide:
         self.n = n
         self.concurrency = concurrency
         self.claims: dict[int, TaskClaim] = {}
+        #: HTTP requests on the wire, by S3 operation (S3 only).
+        self.http: Counter[str] | None = None
 
     async def _each(self, fn: Callable[[int], Awaitable[object]]) -> None:
         await _each(self.n, self.concurrency, fn)
@@ -234,11 +237,14 @@ async def _compare(
 ) -> None:
     times: dict[str, list[tuple[float, float]]] = {op: [] for op in OPS}
     requests: dict[str, list[float]] = {op: [] for op in OPS}
+    wire: dict[str, list[float]] = {op: [] for op in OPS}
     for rep in range(reps):
         side, raw = await fresh(rep)
         for op in OPS:
             backend_phase, raw_phase = side.phase(op), raw.phase(op)
             side.counting.reset()
+            if side.http is not None:
+                side.http.clear()
             if rep % 2 == 0:
                 b = await timed(backend_phase)
                 r = await timed(raw_phase)
@@ -247,12 +253,16 @@ async def _compare(
                 b = await timed(backend_phase)
             times[op].append((b, r))
             requests[op].append(side.counting.total / n)
+            if side.http is not None:
+                wire[op].append(sum(side.http.values()) / n)
         await side.backend.close()
     for op in OPS:
         backend_rates = [n / b for b, _ in times[op]]
         raw_rates = [n / r for _, r in times[op]]
         ratios = [b / r for b, r in times[op]]
-        req = median(requests[op])
+        req = f"{median(requests[op]):g}"
+        if wire[op]:
+            req += f" (HTTP {median(wire[op]):g})"
         report.add(
             Row(
                 section,
@@ -260,7 +270,7 @@ async def _compare(
                 f"{median(backend_rates):,.0f}/s",
                 f"{median(raw_rates):,.0f}/s raw",
                 f"{median(ratios):.2f}x",
-                f"{req:g}",
+                req,
                 f"{note}; backend {spread(backend_rates)}, raw {spread(raw_rates)}",
             )
         )
@@ -303,6 +313,7 @@ async def s3_ops(report: Report, moto: Moto, *, n: int, reps: int, concurrency: 
 
         async def fresh(rep: int) -> tuple[BackendSide, Any]:
             side = BackendSide(store(f"b{rep}"), n, concurrency)
+            side.http = await count_http(side.counting.inner)
             # Connections opened before timing, as the raw client's already are.
             await side.counting.get("warm")
             raw = S3Raw(client, bucket, f"r{rep}/", n, concurrency, payloads)

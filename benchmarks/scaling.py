@@ -66,7 +66,8 @@ async def _measure(
                 f"{first * 1000:.1f} ms at {sizes[0]:,}",
                 f"{latency / first:.2f}x",
                 f"{median(requests):g}",
-                f"limit={READY}, {READY} ready; median of {queries} {spread(latencies)}; "
+                f"limit={READY}, {READY} ready; median of {queries} {spread(latencies)}, "
+                f"min {min(latencies) * 1000:.1f} ms; "
                 f"built in {built:.0f}s",
             )
         )
