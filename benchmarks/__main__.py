@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
+import sys
 import time
 from collections.abc import Iterator
 
@@ -63,6 +65,8 @@ def main() -> None:
     parser.add_argument("--only", default="1,2,3,4,5", help="comma-separated figures to run")
     parser.add_argument("--no-moto", action="store_true", help="skip the S3 (moto_server) figures")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so moto_server and the temporary directories are cleaned up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     figures = {f.strip() for f in args.only.split(",") if f.strip()}
     description = machine()
     started = time.monotonic()
