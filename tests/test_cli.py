@@ -169,7 +169,7 @@ def test_python_dash_m_runs_the_cli() -> None:
 def test_demo_runs_to_completion_with_a_takeover_and_leaves_no_process(tmp_path: Path) -> None:
     store = tmp_path / "demo-store"
     command = [sys.executable, "-m", "objstore_wfp", "demo", "--store", str(store), "--json"]
-    command += ["--instances", "4", "--workers", "3", "--lease", "1.5", "--work", "0.15"]
+    command += ["--instances", "4", "--workers", "3", "--lease", "1.5", "--work", "0.3"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -182,4 +182,4 @@ def test_demo_runs_to_completion_with_a_takeover_and_leaves_no_process(tmp_path:
     for pid in summary["worker_pids"]:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert "SIGKILL" in result.stderr and "took over" in result.stderr
+    assert "SIGKILL" in result.stderr and "in the middle of" in result.stderr and "took over" in result.stderr

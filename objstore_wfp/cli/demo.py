@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,10 @@ class WorkerProcess:
     log: Path
     offset: int = 0
     partial: bytes = b""
+    #: Tasks in flight and the wall-clock time (epoch seconds) each started.
     running: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: Tasks whose claim the worker holds (claimed, perhaps not started yet).
+    held: set[tuple[str, str]] = field(default_factory=set)
     recorded: int = 0
     requests: int = 0
     requests_by_kind: dict[str, int] = field(default_factory=dict)
@@ -88,6 +92,18 @@ class DemoRun:
         return time.monotonic() - self.started
 
 
+def _takeover(run: DemoRun, worker: WorkerProcess, key: tuple[str, str], token: int, say: Any) -> None:
+    run.takeovers += 1
+    kill = run.kill
+    if kill is not None and key in kill.tasks and key not in kill.takeovers:
+        delay = time.monotonic() - kill.at
+        kill.takeovers[key] = (worker.name, delay, token)
+        say(
+            f"{worker.name} took over {key[0]}/{key[1]} {delay:.1f}s after the kill "
+            f"(lease expired; fencing token {token})"
+        )
+
+
 def _apply(run: DemoRun, worker: WorkerProcess, event: dict[str, Any], say: Any) -> None:
     if int(event.get("requests", 0)) >= worker.requests:
         worker.requests = int(event.get("requests", 0))
@@ -98,19 +114,15 @@ def _apply(run: DemoRun, worker: WorkerProcess, event: dict[str, Any], say: Any)
         worker.status = "running"
     elif kind == "started":
         run.executions += 1
-        worker.running[key] = time.monotonic()
-    elif kind == "claimed" and (event.get("token") or 0) > 1:
-        run.takeovers += 1
-        kill = run.kill
-        if kill is not None and key in kill.tasks and key not in kill.takeovers:
-            delay = time.monotonic() - kill.at
-            kill.takeovers[key] = (worker.name, delay, event["token"])
-            say(
-                f"{worker.name} took over {key[0]}/{key[1]} {delay:.1f}s after the kill "
-                f"(lease expired; fencing token {event['token']})"
-            )
+        # When the task really started (the worker's clock, this machine): the view may lag.
+        worker.running[key] = datetime.fromisoformat(event["at"]).timestamp()
+    elif kind == "claimed":
+        worker.held.add(key)
+        if (event.get("token") or 0) > 1:
+            _takeover(run, worker, key, event["token"], say)
     elif kind in ("recorded", "duplicate", "lost", "failed", "cancelled", "released"):
         worker.running.pop(key, None)
+        worker.held.discard(key)
         if kind in ("recorded", "duplicate"):
             worker.recorded += kind == "recorded"
             run.recorded.add(key)
@@ -274,7 +286,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 say("every worker has exited; giving up")
                 break
             if not args.no_kill and run.kill is None and len(run.recorded) >= KILL_AFTER * run.total_tasks:
-                _maybe_kill(run, workers, say)
+                _maybe_kill(run, workers, say, 0.3 * args.work)
             if live is not None:
                 live.update(_render(run, workers, header))
             time.sleep(0.02)
@@ -300,20 +312,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary["instances_completed"] == len(ids) else 1
 
 
-def _maybe_kill(run: DemoRun, workers: list[WorkerProcess], say: Any) -> None:
-    """SIGKILL a live worker that is in the middle of a task it started just now."""
-    now = time.monotonic()
+def _maybe_kill(run: DemoRun, workers: list[WorkerProcess], say: Any, window: float) -> None:
+    """SIGKILL a live worker in the middle of a task: one that started less than ``window``
+    seconds ago (tasks last at least twice that), so the kill cannot come after its end."""
+    now = time.time()
+    at = time.monotonic()
     for w in workers:
-        fresh = [key for key, since in w.running.items() if now - since < 0.15]
+        fresh = [key for key, since in w.running.items() if now - since < window]
         if w.status == "running" and fresh and w.process.poll() is None:
             w.process.send_signal(signal.SIGKILL)
             w.process.wait()
             w.status = "KILLED"
-            tasks = list(w.running)
+            tasks = sorted(w.held | set(w.running))
             w.running.clear()
-            run.kill = Kill(w.name, now, tasks)
-            running = ", ".join(f"{i}/{t}" for i, t in tasks)
-            say(f"SIGKILL {w.name} (pid {w.process.pid}) while it ran {running}")
+            w.held.clear()
+            run.kill = Kill(w.name, at, tasks)
+            others = ", ".join(f"{i}/{t}" for i, t in tasks if (i, t) != fresh[0])
+            say(
+                f"SIGKILL {w.name} (pid {w.process.pid}) in the middle of {fresh[0][0]}/{fresh[0][1]}"
+                + (f"; it also held {others}" if others else "")
+            )
             return
 
 
