@@ -56,6 +56,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import botocore.exceptions
+import botocore.parsers
 import s3fs
 
 from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError, UnsupportedStoreError
@@ -89,13 +90,9 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ClientError,
     asyncio.TimeoutError,
     ConnectionError,
+    # A truncated or garbled response body (a proxy cut it short).
+    botocore.parsers.ResponseParserError,
 )
-try:  # where botocore keeps it has moved between releases
-    from botocore.parsers import ResponseParserError
-
-    _TRANSPORT_ERRORS += (ResponseParserError,)
-except ImportError:  # pragma: no cover
-    pass
 
 _BACKOFF_BASE = 0.05
 _BACKOFF_CAP = 2.0
@@ -167,8 +164,10 @@ class S3Store(ConditionalStore):
     ``path`` is ``bucket``, ``bucket/prefix`` or ``s3://bucket/prefix``. ``storage_options`` go to
     :class:`s3fs.S3FileSystem` unchanged (``endpoint_url``, ``key``, ``secret``, ``token``,
     ``profile``, ``anon``, ``client_kwargs``, ``config_kwargs``, ...); credentials follow the boto
-    chain and ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` apply as botocore defines them, except
-    that botocore-level retries are always disabled (see the module docstring).
+    chain and ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` apply as botocore defines them. The
+    adapter controls a few things itself: botocore-level retries are always disabled (see the
+    module docstring), and ``asynchronous``, ``loop``, ``skip_instance_cache`` and
+    ``use_listings_cache`` are ignored (no listing cache is ever used).
 
     ``retry_budget`` (seconds) bounds how long a call keeps retrying; ``attempt_timeout``
     (seconds) bounds each request.
@@ -200,7 +199,9 @@ class S3Store(ConditionalStore):
         options = dict(storage_options)
         config_kwargs = dict(options.pop("config_kwargs", None) or {})
         config_kwargs["retries"] = {"total_max_attempts": 1}
-        options.pop("asynchronous", None)
+        # The adapter's own way of using s3fs, whatever the caller's fsspec habits.
+        for controlled in ("asynchronous", "loop", "skip_instance_cache", "use_listings_cache"):
+            options.pop(controlled, None)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fs = s3fs.S3FileSystem(
             asynchronous=True,
