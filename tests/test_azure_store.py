@@ -9,6 +9,7 @@ Azurite behind a fault-injecting proxy. Nothing the adapter relies on needs a lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import subprocess
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from objstore_wfp import ManualClock, ObjectStoreBackend
-from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError
+from objstore_wfp.errors import BackendError, InvalidArgumentError, StoreUnavailableError
 from objstore_wfp.stores import azure as azure_module
 from objstore_wfp.stores._retry import RetryPolicy
 from objstore_wfp.stores.azure import AzureBlobStore
@@ -344,3 +345,30 @@ class TestObjectStoreOnAzure(BackendConformance):
             yield backend
         if backend._verified:
             assert backend.store.supports_conditional_delete is True
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 409, 410, 412, 500])
+async def test_any_answer_gives_a_result_or_a_backend_error(
+    proxied: AzureBlobStore, proxy: FaultProxy, status: int
+) -> None:
+    """Whatever status the server answers, nothing but a BackendError escapes."""
+    version = await proxied.put("k", b"x")
+    for method in ("GET", "PUT", "DELETE"):
+        proxy.inject(method, "", "reject", status=status, times=1000)
+    operations = [
+        proxied.get("k"),
+        proxied.put("k", b"y"),
+        proxied.put_if_absent("n", b"y"),
+        proxied.put_if_version("k", b"y", version),
+        proxied.delete("k"),
+        proxied.delete_if_version("k", version),
+        _drain(proxied.list("")),
+    ]
+    for operation in operations:
+        with contextlib.suppress(BackendError):
+            await operation
+
+
+async def _drain(items: AsyncIterator[object]) -> None:
+    async for _ in items:
+        pass

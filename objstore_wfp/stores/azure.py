@@ -186,6 +186,10 @@ class AzureBlobStore(ConditionalStore):
             return await self._call(what, read)
         except ResourceNotFoundError:
             return None
+        except (ResourceModifiedError, ResourceExistsError) as exc:
+            # A blob large enough to be read in ranges changed between two of them (the SDK
+            # pins later ranges to the first one's ETag): read it again.
+            raise TransientError(exc, maybe_applied=False) from exc
 
     async def _is_ours(self, key: str, data: bytes) -> str | None:
         """After an ambiguous attempt: the version of ``key`` if it holds exactly ``data``."""
@@ -280,7 +284,10 @@ class AzureBlobStore(ConditionalStore):
                     ]
                     return items, pages.continuation_token
 
-                return await self._call(what, fetch)
+                try:
+                    return await self._call(what, fetch)
+                except (ResourceNotFoundError, ResourceExistsError, ResourceModifiedError) as exc:
+                    raise StoreUnavailableError(f"{what}: {_code(exc)}: {exc.reason}") from exc
 
             items, token = await with_retries(self._retry, what, page)
             for item in items:
