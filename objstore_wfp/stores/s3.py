@@ -28,10 +28,13 @@ attempt landed answers 412 *for our own write*. Retries also happen below this m
 silently re-sends a PUT or DELETE once when the connection drops. So whenever a conditional PUT is
 refused, the adapter reads the object and compares bytes: the backend's nonce makes every payload
 unique, so equal bytes prove the write was ours and its version is returned; anything else is a
-loss. The adapter never reports a success it cannot prove: if our write landed and was already
-replaced or deleted by someone else before the check, the call reports a loss (safe: the object is
-no longer ours anyway). For ``delete_if_version`` there are no bytes to compare: when the object
-is found gone or changed the answer is ``False``, even if an earlier attempt of this very call
+loss. (The flip side: a conditional PUT of bytes identical to the stored object reports success.
+On S3 the two are indistinguishable anyway, ETag included; callers must not rely on a refusal
+for a byte-identical rewrite.) The adapter never reports a success it cannot prove: if our
+write landed and was already replaced or deleted by someone else before the check, the call
+reports a loss (safe: the object is no longer ours anyway; the caller re-reads and decides, as
+after any refusal). For ``delete_if_version`` there are no bytes to compare: when the object is
+found gone or changed the answer is ``False``, even if an earlier attempt of this very call
 deleted it.
 
 Stores without conditional delete (LocalStack answers 501 NotImplemented) are detected by the
