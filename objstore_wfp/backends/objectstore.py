@@ -822,8 +822,9 @@ class ObjectStoreBackend(PersistentBackend):
 
         Re-creates ready entries that a snapshot references but that are missing; deletes ready
         entries no snapshot references and blobs no snapshot references, once older than
-        ``grace`` (younger ones may belong to a write in flight); deletes claims, cancellation
-        requests and blobs of instances that no longer exist (never a live claim). Reads every
+        ``grace`` (younger ones may belong to a write in flight); deletes claims and cancellation
+        requests of instances that no longer exist, also once older than ``grace`` (younger ones
+        may belong to an instance created while repair ran) and never a live claim. Reads every
         snapshot: O(instances) requests. Unreadable snapshots are listed, never touched.
         """
         await self._ready()
@@ -863,27 +864,40 @@ class ObjectStoreBackend(PersistentBackend):
         return report
 
     async def _delete_orphans(self, instances: set[str], blobs_in_use: set[str], cutoff_ms: int) -> int:
+        # ``instances`` was listed before every snapshot was read: an instance missing from it
+        # may have been created since, so only objects older than the grace period are orphans.
         deleted = 0
         async for obj in self.store.list(layout.BLOBS):
-            instance, _, name = obj.key[len(layout.BLOBS) :].partition("/")
-            stamp = name.split(".", 1)[0]
+            stamp = obj.key[len(layout.BLOBS) :].partition("/")[2].split(".", 1)[0]
             old_enough = not stamp.isdigit() or int(stamp) < cutoff_ms
-            if obj.key not in blobs_in_use and (instance not in instances or old_enough):
+            if obj.key not in blobs_in_use and old_enough:
                 await self.store.delete(obj.key)
                 deleted += 1
         async for obj in self.store.list(layout.CANCELS):
-            if obj.key[len(layout.CANCELS) : -len(layout.JSON_SUFFIX)] not in instances:
-                await self.store.delete(obj.key)
-                deleted += 1
+            if obj.key[len(layout.CANCELS) : -len(layout.JSON_SUFFIX)] in instances:
+                continue
+            found = await self.store.get(obj.key)
+            try:
+                request = (
+                    None if found is None else cancellation_from_json(loads(found.data, obj.key), obj.key)
+                )
+            except SerializationError:
+                request = None
+            if request is not None and _ms(request.requested_at) >= cutoff_ms:
+                continue
+            await self.store.delete(obj.key)
+            deleted += 1
         now = self._clock.now()
         async for obj in self.store.list(layout.CLAIMS):
             if obj.key[len(layout.CLAIMS) :].partition("/")[0] in instances:
                 continue
             try:
-                found = await self._read_claim(obj.key)
+                claim = await self._read_claim(obj.key)
             except SerializationError:
-                found = None
-            if found is not None and found[1].live(now):
+                claim = None
+            # A young claim may be the fencing token of a new instance: deleting it would let
+            # the token start again at 1.
+            if claim is not None and (claim[1].live(now) or _ms(claim[1].claimed_at) >= cutoff_ms):
                 continue
             await self.store.delete(obj.key)
             deleted += 1
