@@ -81,6 +81,7 @@ class HookStore(ConditionalStore):
         return await self.inner.delete_if_version(key, version)
 
     async def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ListedObject]:
+        await self._fire("before list", prefix)
         async for item in self.inner.list(prefix, start_after=start_after):
             yield item
 
@@ -349,3 +350,32 @@ async def test_a_workers_own_older_claim_is_fenced_off(scene: Scene) -> None:
     assert await z.load_task_result(INSTANCE, TASK) is None
     await z.save_task_result(INSTANCE, TASK, b"current", claim=again)
     assert await z.load_task_result(INSTANCE, TASK) == b"current"
+
+
+async def test_repair_racing_a_new_instance_keeps_its_objects(store_target: StoreTarget) -> None:
+    # repair() lists the snapshots first and the blobs, cancellation requests and claims later
+    # (after reading every snapshot: minutes on a large store). An instance created in between
+    # looks orphaned to it; deleting its objects would lose its input and reset its fencing token.
+    clock = ManualClock()
+    repairer = store_target.backend(clock=clock)
+    hooks = HookStore(repairer.store)
+    repairer.store = hooks
+    async with store_target.backend(clock=clock, inline_limit=16) as writer:
+
+        async def new_instance_arrives() -> None:
+            snap = WorkflowSnapshot("late", "flow", initial_input=b"a large input" * 10)
+            snap.update_position(AtTask("t"))
+            await writer.save_snapshot(snap)
+            claim = await writer.claim_task("late", "t", "w", timedelta(seconds=1))
+            assert claim is not None and claim.token == 1
+            await writer.request_cancellation("late", "why", "me")
+            clock.advance(timedelta(seconds=2))  # the claim expires: only its token matters now
+
+        hooks.before("list", layout.BLOBS, new_instance_arrives)
+        await repairer.repair()
+        assert hooks.fired == 1
+        assert (await writer.load_snapshot("late")).initial_input == b"a large input" * 10
+        assert await writer.get_cancellation_request("late") is not None
+        again = await writer.claim_task("late", "t", "w2", timedelta(seconds=1))
+        assert again is not None and again.token == 2, "the fencing token went back"
+    await repairer.close()
