@@ -303,7 +303,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        _print_summary(console, summary, run)
+        _print_summary(console, summary)
     if created:
         console.print(f"\nThe store is kept: objstore-wfp ls --store {store}", highlight=False)
     shutil.rmtree(events, ignore_errors=True)
@@ -373,39 +373,37 @@ def _summary(
     }
 
 
-def _print_summary(console: Any, s: dict[str, Any], run: DemoRun) -> None:
-    from rich.table import Table
+def _print_summary(console: Any, s: dict[str, Any]) -> None:
+    from rich.text import Text
 
-    table = Table(title="summary", show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
     ok = s["instances_completed"] == s["instances"]
-    table.add_row(
-        "instances completed",
-        f"{s['instances_completed']}/{s['instances']}"
-        + (" (every output checked)" if ok else f"  problems: {s['problems']}"),
-    )
-    table.add_row("tasks recorded", str(s["tasks_recorded"]))
-    table.add_row("task executions", str(s["task_executions"]))
-    table.add_row(
-        "duplicate executions", f"{s['duplicate_executions']} (at-least-once: runs cut short by the kill)"
-    )
-    table.add_row("takeovers", str(s["takeovers"]))
-    if s["killed"] is not None:
-        k = s["killed"]
-        taken = ", ".join(f"{t} by {v['by']} after {v['after_seconds']}s" for t, v in k["taken_over"].items())
-        table.add_row(
-            "killed", f"{k['worker']} during {', '.join(k['tasks'])}; taken over: {taken or 'not yet'}"
-        )
-    else:
-        table.add_row("killed", "nobody (--no-kill, or the run ended first)")
     tasks = max(1, s["tasks_recorded"])
     kinds = ", ".join(f"{k} {v / tasks:.1f}" for k, v in s["store_requests_by_kind"].items())
-    table.add_row(
-        "store requests per task",
-        f"{s['store_requests_per_task']}  ({kinds}; {s['store_requests']} in all by {s['workers']} workers, "
-        "idle polling included)",
-    )
-    table.add_row("elapsed", f"{s['elapsed_seconds']}s")
+    rows = [
+        (
+            "instances completed",
+            f"{s['instances_completed']}/{s['instances']}"
+            + (" (every output checked)" if ok else f"  problems: {s['problems']}"),
+        ),
+        ("tasks recorded", str(s["tasks_recorded"])),
+        ("task executions", str(s["task_executions"])),
+        ("duplicate executions", f"{s['duplicate_executions']} (at-least-once: runs cut short by the kill)"),
+        ("takeovers", str(s["takeovers"])),
+    ]
+    k = s["killed"]
+    if k is not None:
+        rows.append(("killed", f"{k['worker']} holding {', '.join(k['tasks'])}"))
+        for task, v in k["taken_over"].items():
+            rows.append(("taken over", f"{task} by {v['by']} {v['after_seconds']}s after the kill"))
+    else:
+        rows.append(("killed", "nobody (--no-kill, or the run ended first)"))
+    rows += [
+        ("store requests per task", f"{s['store_requests_per_task']}  ({kinds})"),
+        ("store requests", f"{s['store_requests']} by {s['workers']} workers, idle polling included"),
+        ("elapsed", f"{s['elapsed_seconds']}s"),
+    ]
+    width = max(len(label) for label, _ in rows)
     console.print()
-    console.print(table)
+    console.print(Text("summary", style="bold underline"))
+    for label, value in rows:
+        console.print(Text.assemble((label.ljust(width), "bold"), "  ", value), soft_wrap=True)
