@@ -372,3 +372,25 @@ async def test_any_answer_gives_a_result_or_a_backend_error(
 async def _drain(items: AsyncIterator[object]) -> None:
     async for _ in items:
         pass
+
+
+async def test_url_forms_open_the_same_store(azure_container: AzureContainer) -> None:
+    from objstore_wfp.stores.urls import open_store
+
+    name = azure_container.name
+    for url in (f"az://{name}/u/v", f"abfs://{name}/u/v/", f"abfss://{name}/u/v"):
+        store = open_store(url, **azure_container.storage_options)
+        try:
+            assert isinstance(store, AzureBlobStore) and store.url == f"az://{name}/u/v"
+            await store.put("k", url.encode())
+        finally:
+            await store.close()
+    # adlfs's container@account form names the account; nothing is sent until first use.
+    store = open_store(f"abfs://{name}@myaccount.dfs.core.windows.net/p", account_key=ACCOUNT_KEY)
+    try:
+        assert store.url == f"az://{name}/p"
+        assert isinstance(store, AzureBlobStore)
+        assert store._service.account_name == "myaccount"
+        assert store._service.url.startswith("https://myaccount.blob.core.windows.net")
+    finally:
+        await store.close()

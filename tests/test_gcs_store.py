@@ -418,3 +418,15 @@ async def test_any_answer_gives_a_result_or_a_backend_error(
 async def _drain(items: AsyncIterator[object]) -> None:
     async for _ in items:
         pass
+
+
+async def test_url_forms_open_the_same_store(gcs_bucket: GCSBucket) -> None:
+    from objstore_wfp.stores.urls import open_store
+
+    for url in (f"gs://{gcs_bucket.name}/u/v", f"gcs://{gcs_bucket.name}/u/v/"):
+        store = open_store(url, **gcs_bucket.storage_options)
+        try:
+            assert isinstance(store, GCSStore) and store.url == f"gs://{gcs_bucket.name}/u/v"
+            await store.put("k", url.encode())
+        finally:
+            await store.close()
