@@ -15,7 +15,7 @@ import pytest
 
 from objstore_wfp import ObjectStoreBackend
 from objstore_wfp.cli.main import main
-from objstore_wfp.runtime import Client, Flow, Worker
+from objstore_wfp.runtime import Client, Flow, Step, Worker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -183,3 +183,31 @@ def test_demo_runs_to_completion_with_a_takeover_and_leaves_no_process(tmp_path:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert "SIGKILL" in result.stderr and "in the middle of" in result.stderr and "took over" in result.stderr
+
+
+def test_worker_command_runs_flows_from_the_current_directory(tmp_path: Path) -> None:
+    (tmp_path / "myflows.py").write_text(
+        "from objstore_wfp.runtime import Flow\n"
+        "def shout(text): return text.upper()\n"
+        "FLOW = Flow('shout').step(shout)\n"
+    )
+    store = str(tmp_path / "store")
+    flow = Flow("shout").step(Step("shout", str.upper))
+
+    async def submit() -> None:
+        async with ObjectStoreBackend.from_url(store) as backend:
+            await Client(backend).submit(flow, "hi", instance_id="s-1")
+
+    asyncio.run(submit())
+    script = Path(sys.executable).parent / "objstore-wfp"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "objstore_wfp"]
+    command += ["worker", "--store", store, "--flow", "myflows:FLOW", "--until-idle", "--poll", "0.05"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "completed 1 task(s)" in done.stdout
+
+    async def result() -> Any:
+        async with ObjectStoreBackend.from_url(store) as backend:
+            return await Client(backend).result("s-1")
+
+    assert asyncio.run(result()) == "HI"

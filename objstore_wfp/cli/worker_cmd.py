@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import json
 import os
+import sys
 from datetime import timedelta
 from typing import Any, TextIO
 
@@ -18,7 +19,10 @@ from objstore_wfp.stores.counting import CountingStore
 
 
 def load_flows(specs: list[str]) -> list[Flow]:
-    """Import ``package.module:attribute`` specs; the attribute is a Flow or a list of Flows."""
+    """Import ``package.module:attribute`` specs; the attribute is a Flow or a list of Flows.
+    The current directory is importable, as with ``python -m``, so project modules are found."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     flows: list[Flow] = []
     for spec in specs:
         module_name, sep, attribute = spec.partition(":")
