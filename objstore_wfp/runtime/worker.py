@@ -95,7 +95,7 @@ class Worker:
         poll_interval: float = 1.0,
         retry: RetryPolicy | None = None,
         codec: Codec | None = None,
-        sweep_interval: float = 60.0,
+        sweep_interval: float = 600.0,
         shutdown_grace: float | None = None,
         clock: Clock | None = None,
         on_event: EventHandler | None = None,
