@@ -394,3 +394,21 @@ async def test_url_forms_open_the_same_store(azure_container: AzureContainer) ->
         assert store._service.url.startswith("https://myaccount.blob.core.windows.net")
     finally:
         await store.close()
+
+
+async def test_account_key_from_environment(
+    azurite: AzuriteServer, azure_container: AzureContainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT)
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", ACCOUNT_KEY)
+    store = AzureBlobStore(f"{azure_container.name}/env", retry=FAST, account_host=azurite.url)
+    try:
+        assert await store.put_if_absent("x", b"1") is not None
+    finally:
+        await store.close()
+    anonymous = AzureBlobStore(f"{azure_container.name}/env", retry=FAST, account_host=azurite.url, anon=True)
+    try:
+        with pytest.raises(StoreUnavailableError):  # the container is private: anon=True wins
+            await anonymous.put("y", b"1")
+    finally:
+        await anonymous.close()

@@ -118,17 +118,20 @@ class AzureBlobStore(ConditionalStore):
             raise StoreUnavailableError(f"cannot open {self.url}: {exc}") from exc
 
     def _credential(self, account: str, options: dict[str, Any]) -> Any:
-        env = os.environ
+        # Explicit options first, then the environment, so that e.g. anon=True means anonymous
+        # even where AZURE_STORAGE_ACCOUNT_KEY happens to be set.
         if options.get("credential") is not None:
             return options["credential"]
-        key = options.get("account_key") or env.get("AZURE_STORAGE_ACCOUNT_KEY")
-        if key:
-            return {"account_name": account, "account_key": key}
-        sas = options.get("sas_token") or env.get("AZURE_STORAGE_SAS_TOKEN")
-        if sas:
-            return sas
+        if options.get("account_key"):
+            return {"account_name": account, "account_key": options["account_key"]}
+        if options.get("sas_token"):
+            return options["sas_token"]
         if options.get("anon"):
             return None
+        if os.environ.get("AZURE_STORAGE_ACCOUNT_KEY"):
+            return {"account_name": account, "account_key": os.environ["AZURE_STORAGE_ACCOUNT_KEY"]}
+        if os.environ.get("AZURE_STORAGE_SAS_TOKEN"):
+            return os.environ["AZURE_STORAGE_SAS_TOKEN"]
         try:
             from azure.identity.aio import DefaultAzureCredential
         except ImportError as exc:
