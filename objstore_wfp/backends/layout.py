@@ -119,6 +119,7 @@ class ReadyEntry:
     slot: str
     instance: str  # encoded
     task: str  # encoded
+    priority: int
     ready_ms: int
 
 
@@ -131,7 +132,7 @@ def parse_ready_key(key: str) -> ReadyEntry | None:
     if m is None:
         return None
     priority, ms, nonce, instance, task = m.groups()
-    return ReadyEntry(f"{priority}/{ms}.{nonce}", instance, task, int(ms))
+    return ReadyEntry(f"{priority}/{ms}.{nonce}", instance, task, int(priority), int(ms))
 
 
 def instance_from_snapshot_key(key: str) -> str | None:

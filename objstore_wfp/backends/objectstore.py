@@ -152,6 +152,11 @@ def _check_stash(value: Any, what: str, key: str) -> Stash:
     raise SerializationError(f"{key}: {what} must be base64 text or a blob reference")
 
 
+def _inline(value: str, what: str) -> bytes:
+    """An inline (base64) byte value."""
+    return Reader({"v": value}, what).blob("v")
+
+
 def _parse_snapshot(obj: StoredObject, key: str) -> _Snapshot:
     doc = loads(obj.data, key)
     r = open_envelope(doc, "snapshot", key)
@@ -307,7 +312,7 @@ class ObjectStoreBackend(PersistentBackend):
 
     async def _unstash(self, value: Stash, what: str) -> bytes:
         if isinstance(value, str):
-            return Reader({"v": value}, what).blob("v")
+            return _inline(value, what)
         found = await self.store.get(value["blob"])
         if found is None:
             raise SerializationError(f"{what}: blob {value['blob']!r} is missing")
@@ -356,18 +361,25 @@ class ObjectStoreBackend(PersistentBackend):
     async def _materialize(self, stored: _Snapshot) -> WorkflowSnapshot:
         key = stored.key
         doc = dict(stored.doc)
+        # Inline values stay as they are (base64, decoded once below); only blob references
+        # cost I/O, and only they get a task each: a task per inline result was 40% of a load.
         if doc.get("initial_input") is not None:
             initial = _check_stash(doc["initial_input"], "initial_input", key)
-            doc["initial_input"] = b64(await self._unstash(initial, f"{key} initial_input"))
+            if not isinstance(initial, str):
+                doc["initial_input"] = b64(await self._unstash(initial, f"{key} initial_input"))
         state = dict(Reader(doc, key).obj("state").doc)
         if stored.state == "completed":
             final = _check_stash(state.get("final_output"), "state.final_output", key)
-            state["final_output"] = b64(await self._unstash(final, f"{key} final_output"))
+            if not isinstance(final, str):
+                state["final_output"] = b64(await self._unstash(final, f"{key} final_output"))
         doc["state"] = state
-        outputs = await asyncio.gather(
-            *(self._unstash(v, f"{key} result {t!r}") for t, v in stored.results.items())
-        )
-        results = {t: TaskResult(t, out) for t, out in zip(stored.results, outputs, strict=True)}
+        blobs = {t: v for t, v in stored.results.items() if not isinstance(v, str)}
+        fetched = await asyncio.gather(*(self._unstash(v, f"{key} result {t!r}") for t, v in blobs.items()))
+        outputs = dict(zip(blobs, fetched, strict=True))
+        results = {
+            t: TaskResult(t, _inline(v, f"{key} result {t!r}") if isinstance(v, str) else outputs[t])
+            for t, v in stored.results.items()
+        }
         return snapshot_from_reader(Reader(doc, key), results, stored.version)
 
     # -- snapshots -------------------------------------------------------------------------
@@ -697,12 +709,16 @@ class ObjectStoreBackend(PersistentBackend):
             if obj.key.endswith(layout.JSON_SUFFIX):
                 cancelling.add(obj.key[len(layout.CANCELS) : -len(layout.JSON_SUFFIX)])
         snapshots: dict[str, _Snapshot | None] = {}
-        found: list[AvailableTask] = []
+        found: list[tuple[tuple[int, int, str, str], AvailableTask]] = []
         now = self._clock.now()
         async for obj in self.store.list(layout.READY):
             entry = layout.parse_ready_key(obj.key)
             if entry is None or entry.instance in cancelling:
                 continue
+            # The listing orders by priority and ready time; tasks that tie there are ordered by
+            # instance and task id below, so keep reading until the tie at the limit is complete.
+            if len(found) >= limit and (entry.priority, entry.ready_ms) != found[-1][0][:2]:
+                break
             # The claim first: a running task then costs one GET, and the claim key needs only
             # the encoded ids the entry already holds.
             try:
@@ -725,18 +741,12 @@ class ObjectStoreBackend(PersistentBackend):
             except SerializationError as exc:
                 log.warning("skipping task with unreadable input: %s", exc)
                 continue
-            found.append(
-                AvailableTask(
-                    stored.instance_id,
-                    task_id,
-                    task_input,
-                    str(stored.doc["definition_hash"]),
-                    stored.priority,
-                )
+            task = AvailableTask(
+                stored.instance_id, task_id, task_input, str(stored.doc["definition_hash"]), stored.priority
             )
-            if len(found) >= limit:
-                break
-        return found
+            found.append(((entry.priority, entry.ready_ms, stored.instance_id, task_id), task))
+        found.sort(key=lambda item: item[0])
+        return [task for _, task in found[:limit]]
 
     @staticmethod
     def _referenced_task(stored: _Snapshot | None, entry: layout.ReadyEntry) -> str | None:
