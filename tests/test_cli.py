@@ -139,12 +139,14 @@ def test_probe_reports_enforced_conditions(tmp_path: Path, capsys: pytest.Captur
         (["worker", "--flow", "no_such_module:FLOW"], "cannot import"),
         (["worker", "--flow", "tests.test_cli:hello"], "not a Flow"),
         (["probe", "nowhere://bucket"], "no store for nowhere://"),
+        (["demo", "--store", "memory://demo"], "memory:// lives inside one process"),
+        (["demo", "--workers", "0"], "--workers must be >= 1"),
     ],
 )
 def test_user_mistakes_give_one_line_and_a_nonzero_exit(
     store: str, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
-    if "--store" not in argv and argv[0] != "probe":
+    if "--store" not in argv and argv[0] not in ("probe", "demo"):
         argv = [*argv, "--store", store]
     code, out, err = run(capsys, *argv)
     assert code == 1

@@ -238,6 +238,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             raise InvalidArgumentError(f"--{name} must be >= 1")
     if args.lease <= 0 or args.work < 0:
         raise InvalidArgumentError("--lease must be > 0 and --work >= 0")
+    if args.store is not None and args.store.lower().startswith("memory://"):
+        raise InvalidArgumentError("memory:// lives inside one process; the demo's workers are processes")
     options = parse_options(args.option)
     created = args.store is None
     base = Path(tempfile.mkdtemp(prefix="objstore-wfp-demo-"))
