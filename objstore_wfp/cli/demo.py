@@ -230,7 +230,6 @@ def _render(run: DemoRun, workers: list[WorkerProcess], header: str) -> Any:
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from rich.console import Console
-        from rich.live import Live
     except ImportError:
         raise InvalidArgumentError("the demo needs rich: pip install 'objstore-wfp[cli]'") from None
     for name in ("instances", "workers", "concurrency"):
@@ -244,10 +243,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     created = args.store is None
     base = Path(tempfile.mkdtemp(prefix="objstore-wfp-demo-"))
     store = str(base / "store") if created else args.store
-    events = base / "events"
-    events.mkdir()
     # Piped output has no width; keep summary lines whole rather than wrapped at 80 columns.
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 110)
+    events = base / "events"
+    events.mkdir()
+    try:
+        summary = _run_demo(args, store, options, events, console)
+    finally:
+        shutil.rmtree(events, ignore_errors=True)
+        if not created:
+            shutil.rmtree(base, ignore_errors=True)
+    if args.json:
+        print_json(summary)
+    else:
+        _print_summary(console, summary)
+    if created:
+        console.print(f"\nThe store is kept: objstore-wfp ls --store {store}", highlight=False)
+    return 0 if summary["instances_completed"] == summary["instances"] else 1
+
+
+def _run_demo(
+    args: argparse.Namespace, store: str, options: dict[str, Any], events: Path, console: Any
+) -> dict[str, Any]:
+    """Submit, start the workers, follow them, kill one, stop them all; return the summary."""
+    from rich.live import Live
+
     header = (
         f"objstore-wfp demo: {args.instances} x '{FLOW.name}' ({TASKS_PER_INSTANCE} tasks, fork/join), "
         f"{args.workers} worker processes x {args.concurrency}, lease {args.lease:g}s\nstore: {store}"
@@ -268,9 +288,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for k in range(1, args.workers + 1):
             workers.append(_start_worker(f"worker-{k}", args, store, events))
         if console.is_terminal and not args.json:
-            live = Live(
-                _render(run, workers, header), console=console, refresh_per_second=10, transient=False
-            )
+            live = Live(_render(run, workers, header), console=console, refresh_per_second=10)
             live.start()
         else:
             console.print(header, highlight=False)
@@ -301,17 +319,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             live.update(_render(run, workers, header))
             live.stop()
     outcomes = asyncio.run(_outcomes(store, options, ids, wait=5))
-    summary = _summary(run, workers, outcomes, store)
-    if args.json:
-        print_json(summary)
-    else:
-        _print_summary(console, summary)
-    if created:
-        console.print(f"\nThe store is kept: objstore-wfp ls --store {store}", highlight=False)
-    shutil.rmtree(events, ignore_errors=True)
-    if not created:
-        shutil.rmtree(base, ignore_errors=True)
-    return 0 if summary["instances_completed"] == len(ids) else 1
+    return _summary(run, workers, outcomes, store)
 
 
 def _maybe_kill(run: DemoRun, workers: list[WorkerProcess], say: Any, window: float) -> None:
