@@ -207,6 +207,8 @@ def test_worker_command_runs_flows_from_the_current_directory(tmp_path: Path) ->
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "completed 1 task(s)" in done.stdout
+    again = subprocess.run([*command, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert json.loads(again.stdout)["completed"] == 0
 
     async def result() -> Any:
         async with ObjectStoreBackend.from_url(store) as backend:

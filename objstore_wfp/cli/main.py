@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--once", action="store_true", help="poll once, run what was claimed, exit")
     mode.add_argument("--until-idle", action="store_true", help="exit when no work is left")
     worker.add_argument("--events", metavar="FILE", help="append worker events as JSON lines")
-    worker.add_argument("--quiet", action="store_true", help="no summary line at exit")
+    worker.add_argument("--quiet", action="store_true", help="no summary at exit")
     worker.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     return parser
 

@@ -12,6 +12,7 @@ import sys
 from datetime import timedelta
 from typing import Any, TextIO
 
+from objstore_wfp.cli.output import print_json
 from objstore_wfp.cli.store import open_cli_backend, parse_options
 from objstore_wfp.errors import InvalidArgumentError
 from objstore_wfp.runtime import Flow, Worker, WorkerEvent
@@ -112,6 +113,8 @@ async def _work(args: argparse.Namespace, flows: list[Flow], out: TextIO | None)
                 watchdog.cancel()
         if log:
             log.write({"kind": "stopped", "worker_id": worker.worker_id, "completed": done})
-    if not args.events and not args.quiet:
+    if args.json:
+        print_json({"worker_id": worker.worker_id, "completed": done, "store_requests": dict(store.counts)})
+    elif not args.quiet:
         print(f"{worker.worker_id}: completed {done} task(s), {store.total} store requests")
     return 0
