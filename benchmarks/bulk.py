@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -22,6 +23,7 @@ from objstore_wfp.model import AtTask, WorkflowSnapshot
 from objstore_wfp.stores.memory import MemoryStore
 
 _TEMPLATE_ID = "tpl0000000"
+_READY_MS = re.compile(r"^ready/\d/(\d{13})\.")
 Objects = dict[str, bytes]
 
 
@@ -44,10 +46,22 @@ async def template(build: Callable[[ObjectStoreBackend, str], Any]) -> Objects:
 
 
 def copies(objects: Objects, ids: Iterable[str]) -> Iterable[tuple[str, bytes]]:
+    """The template's objects for each id. Copy ``k`` became ready ``k`` milliseconds after the
+    template, as if submitted one after another: the backend reads every task that ties at the
+    millisecond where ``find_available_tasks`` reaches its limit, so a backlog that all became
+    ready in one millisecond would be an unrealistic worst case."""
     old = _TEMPLATE_ID.encode()
-    for new in ids:
+    stamps = {m.group(1) for key in objects if (m := _READY_MS.match(key))}
+    for k, new in enumerate(ids):
         for key, data in objects.items():
-            yield key.replace(_TEMPLATE_ID, new), data.replace(old, new.encode())
+            key, data = key.replace(_TEMPLATE_ID, new), data.replace(old, new.encode())
+            for stamp in stamps:
+                moved = f"{int(stamp) + k:013d}"
+                key, data = (
+                    key.replace(f"/{stamp}.", f"/{moved}."),
+                    data.replace(f"/{stamp}.".encode(), f"/{moved}.".encode()),
+                )
+            yield key, data
 
 
 async def completed_instance(backend: ObjectStoreBackend, iid: str) -> None:

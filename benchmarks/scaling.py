@@ -48,6 +48,7 @@ async def _measure(
         await write(list(bulk.copies(idle, (bulk.instance_id(i) for i in range(have, size)))))
         built = time.perf_counter() - started
         have = size
+        await backend.find_available_tasks("bench-finder", READY)  # warm caches and connections
         latencies, requests = [], []
         for _ in range(queries):
             counting.reset()
