@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,25 @@ def default_store() -> str:
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:
-    """``["endpoint_url=http://...", "anon=true"]`` -> storage options (``true``/``false`` become
-    booleans)."""
+    """``KEY=VALUE`` pairs -> storage options. ``true``/``false`` become booleans and a value
+    starting with ``{`` or ``[`` is JSON (``client_kwargs={"region_name": "eu-west-1"}``); every
+    other value stays a string.
+
+    >>> parse_options(["endpoint_url=http://127.0.0.1:9000", "anon=true", 'client_kwargs={"a": 1}'])
+    {'endpoint_url': 'http://127.0.0.1:9000', 'anon': True, 'client_kwargs': {'a': 1}}
+    """
     options: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidArgumentError(f"storage option must be KEY=VALUE, got {pair!r}")
-        options[key] = {"true": True, "false": False}.get(value.lower(), value)
+        if value[:1] in ("{", "["):
+            try:
+                options[key] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise InvalidArgumentError(f"storage option {key}: not valid JSON ({exc})") from None
+        else:
+            options[key] = {"true": True, "false": False}.get(value.lower(), value)
     return options
 
 

@@ -1,7 +1,7 @@
 """End to end: real worker processes (``objstore-wfp worker``) sharing workflows in a real store.
 
-Every test runs against each store target: local disk, and S3 on moto_server (skipped when
-moto_server is missing unless ``OBJSTORE_WFP_REQUIRE_SERVICES=1``).
+Every test runs against each store target of ``E2E_TARGETS``: local disk, and S3 on moto_server
+(skipped when moto_server is missing unless ``OBJSTORE_WFP_REQUIRE_SERVICES=1``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,9 @@ import pytest
 
 from objstore_wfp import Cancelled, ObjectStoreBackend
 from objstore_wfp.runtime import Client
+from tests.backends import StoreTarget, local_store_target  # noqa: F401 - a fixture E2E_TARGETS names
 from tests.runtime.e2e_flows import FLOW, HANG_ENV, expected
+from tests.servers.s3 import S3Endpoint
 
 pytestmark = pytest.mark.slow
 
@@ -29,39 +30,32 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FLOW_SPEC = "tests.runtime.e2e_flows:FLOW"
 
 
-@dataclass
-class StoreTarget:
-    """A store URL with what an in-process backend and a worker process need to open it."""
-
-    url: str
-    options: dict[str, Any] = field(default_factory=dict)
-    cli_options: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-
-    def backend(self) -> ObjectStoreBackend:
-        return ObjectStoreBackend.from_url(self.url, **self.options)
+#: Where the end-to-end tests run: fixtures that yield a fresh ``tests.backends.StoreTarget``.
+#: Extension point: add the name of any such fixture (e.g. ``"gcs_store_target"``) to run every
+#: test of this module on that store too; its options reach the worker processes as ``-o``.
+E2E_TARGETS = [pytest.param("local_store_target", id="local"), pytest.param("moto_e2e_target", id="moto")]
 
 
-@pytest.fixture(params=["local", "moto"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> StoreTarget:
-    if request.param == "local":
-        return StoreTarget(str(tmp_path / "store"))
-    endpoint = request.getfixturevalue("moto_s3")
-    bucket = endpoint.create_bucket("e2e")
-    options = endpoint.storage_options()
-    return StoreTarget(
-        f"s3://{bucket}/wf",
-        options,
-        [
-            "-o",
-            f"endpoint_url={endpoint.url}",
-            "-o",
-            f"key={endpoint.key}",
-            "-o",
-            f"secret={endpoint.secret}",
-        ],
-        {"AWS_DEFAULT_REGION": options["client_kwargs"]["region_name"]},
-    )
+@pytest.fixture
+def moto_e2e_target(moto_s3: S3Endpoint) -> StoreTarget:
+    """A fresh bucket on moto_server."""
+    return StoreTarget("moto", f"s3://{moto_s3.create_bucket('e2e')}/wf", moto_s3.storage_options())
+
+
+@pytest.fixture(params=E2E_TARGETS)
+def target(request: pytest.FixtureRequest) -> StoreTarget:
+    found: StoreTarget = request.getfixturevalue(request.param)
+    if not found.shared_between_processes:
+        pytest.skip(f"{found.name}: every process sees its own store")
+    return found
+
+
+def cli_options(target: StoreTarget) -> list[str]:
+    """The target's storage options as ``-o KEY=VALUE`` arguments (non-strings as JSON)."""
+    args: list[str] = []
+    for key, value in target.options.items():
+        args += ["-o", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    return args
 
 
 class Workers:
@@ -75,7 +69,7 @@ class Workers:
     def start(self, name: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         command = [
             sys.executable, "-m", "objstore_wfp", "worker",
-            "--store", self.target.url, *self.target.cli_options, "--flow", FLOW_SPEC,
+            "--store", self.target.url, *cli_options(self.target), "--flow", FLOW_SPEC,
             "--worker-id", name, "--events", str(self.events_path(name)),
             "--poll", "0.1", "--exit-with-parent", *extra,
         ]  # fmt: skip
@@ -83,7 +77,7 @@ class Workers:
             process = subprocess.Popen(
                 command,
                 cwd=REPO_ROOT,
-                env={**os.environ, **self.target.env, **(env or {})},
+                env={**os.environ, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
