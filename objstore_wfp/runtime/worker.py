@@ -295,10 +295,6 @@ class Worker:
             return 0
         if claim is None:
             return 0
-        self.stats.claimed += 1
-        if claim.token > 1:
-            self.stats.takeovers += 1
-        self._emit("claimed", iid, tid, token=claim.token)
         lease = _Lease(claim)
         holding = True
         try:
@@ -309,6 +305,10 @@ class Worker:
                 await update_snapshot(self.backend, iid, lambda s: self._advance(flow, s))
                 self._emit("released", iid, tid, token=claim.token, detail="already recorded")
                 return 0
+            self.stats.claimed += 1
+            if claim.token > 1:
+                self.stats.takeovers += 1
+            self._emit("claimed", iid, tid, token=claim.token)
             outcome = await self._run_leased(lease, step, task.input)
             if lease.lost is not None:
                 holding = False
