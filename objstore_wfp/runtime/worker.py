@@ -292,6 +292,8 @@ class Worker:
             claim = await self.backend.claim_task(iid, tid, self.worker_id, self.lease)
         except BackendError as exc:
             log.warning("worker %s: claiming %s/%s failed: %s", self.worker_id, iid, tid, exc)
+            # Hold the slot for a poll interval so a failing store is not hammered in a loop.
+            await asyncio.sleep(self.poll_interval)
             return 0
         if claim is None:
             return 0
