@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 #: Children killed at the same time (each on its own root).
 PARALLEL = 6
 #: File-system kill points tried on local disk (spread evenly over all of them).
-OS_POINTS = 40
+OS_POINTS = 32
 
 TRIED: dict[str, int] = {}
 
@@ -154,7 +154,7 @@ async def test_crash_at_every_store_request(store_target: StoreTarget, tmp_path:
     if not store_target.shared_between_processes:
         pytest.skip("the store is private to each process")
     # Dying after request N differs from dying before request N+1 only where requests overlap.
-    tried = await _crash_everywhere(store_target, str(tmp_path), "store", {"before": None, "after": 24})
+    tried = await _crash_everywhere(store_target, str(tmp_path), "store", {"before": None, "after": 12})
     assert tried >= 60
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from objstore_wfp import AtFork, AtTask, ObjectStoreBackend, WorkflowSnapshot
+from objstore_wfp import AtFork, AtTask, ManualClock, ObjectStoreBackend, WorkflowSnapshot
 from objstore_wfp.backends import layout
 from objstore_wfp.stores.counting import CountingStore
 from tests.backends import StoreTarget, local_store_target, memory_store_target, store_target
@@ -121,8 +121,11 @@ async def test_cost_of_each_operation(store_target: StoreTarget) -> None:
     print("\n" + _table())
 
 
-async def _ready_instances(b: ObjectStoreBackend) -> None:
+async def _ready_instances(b: ObjectStoreBackend, clock: ManualClock) -> None:
     for n in range(READY):
+        # One millisecond apart: tasks tied on ready time are read as a group, which would make
+        # the cost depend on how fast this loop runs.
+        clock.advance(timedelta(milliseconds=1))
         snap = WorkflowSnapshot(f"ready/{n:03d}", "flow", initial_input=f"in {n}".encode())
         snap.priority = 1 + n % 5
         snap.update_position(AtTask("t"))
@@ -162,8 +165,9 @@ async def _idle_instances(target: StoreTarget, b: ObjectStoreBackend, count: int
 
 
 async def _find_costs(target: StoreTarget, idle: int) -> dict[str, Counter[str]]:
-    b, c = await _open(target)
-    await _ready_instances(b)
+    clock = ManualClock()
+    b, c = await _open(target, clock=clock)
+    await _ready_instances(b, clock)
     await _idle_instances(target, b, idle)
     assert len(await b.list_snapshots()) == READY + idle + 2
     costs = {}
