@@ -30,6 +30,7 @@ import pytest
 from objstore_wfp import ObjectStoreBackend
 from objstore_wfp.stores.base import ConditionalStore
 from objstore_wfp.stores.urls import open_store
+from tests.servers.s3 import S3Endpoint
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,52 @@ def memory_store_target() -> StoreTarget:
     return StoreTarget("memory", f"memory://hard-{secrets.token_hex(8)}", shared_between_processes=False)
 
 
+@pytest.fixture(scope="session")
+def moto_hard_bucket(moto_s3: S3Endpoint) -> str:
+    return moto_s3.create_bucket("hard")
+
+
+@pytest.fixture(scope="session")
+def localstack_hard_bucket(localstack_s3: S3Endpoint) -> str:
+    return localstack_s3.create_bucket("hard")
+
+
+#: Hard tests that take too long against an S3 server, with why: they run on local disk only.
+TOO_SLOW_ON_S3 = {
+    "test_crash_at_every_store_request": "one fresh process per kill point, each importing s3fs and "
+    "paying S3 round trips: over 300 s on moto_server",
+}
+
+
+def _s3_target(request: pytest.FixtureRequest, name: str, endpoint: S3Endpoint, bucket: str) -> StoreTarget:
+    reason = TOO_SLOW_ON_S3.get(getattr(request.node, "originalname", ""))
+    if reason:
+        pytest.skip(f"too slow on S3: {reason}")
+    return StoreTarget(name, f"s3://{bucket}/{secrets.token_hex(8)}", endpoint.storage_options())
+
+
+@pytest.fixture
+def moto_store_target(
+    request: pytest.FixtureRequest, moto_s3: S3Endpoint, moto_hard_bucket: str
+) -> StoreTarget:
+    """A fresh prefix in one session bucket on moto_server."""
+    return _s3_target(request, "moto", moto_s3, moto_hard_bucket)
+
+
+@pytest.fixture
+def localstack_store_target(
+    request: pytest.FixtureRequest, localstack_s3: S3Endpoint, localstack_hard_bucket: str
+) -> StoreTarget:
+    """A fresh prefix in one session bucket on LocalStack (no conditional delete: the fallback)."""
+    return _s3_target(request, "localstack", localstack_s3, localstack_hard_bucket)
+
+
 #: The fixtures ``store_target`` is parametrized over. Append ``pytest.param(<fixture name>, id=...)``.
-STORE_TARGETS: list[Any] = [pytest.param("local_store_target", id="local")]
+STORE_TARGETS: list[Any] = [
+    pytest.param("local_store_target", id="local"),
+    pytest.param("moto_store_target", id="moto", marks=pytest.mark.slow),
+    pytest.param("localstack_store_target", id="localstack", marks=pytest.mark.slow),
+]
 
 
 @pytest.fixture(params=STORE_TARGETS)
@@ -122,4 +167,14 @@ def store_target(request: pytest.FixtureRequest) -> StoreTarget:
     return target
 
 
-__all__ = ["STORE_TARGETS", "StoreTarget", "local_store_target", "memory_store_target", "store_target"]
+__all__ = [
+    "STORE_TARGETS",
+    "StoreTarget",
+    "local_store_target",
+    "localstack_hard_bucket",
+    "localstack_store_target",
+    "memory_store_target",
+    "moto_hard_bucket",
+    "moto_store_target",
+    "store_target",
+]
