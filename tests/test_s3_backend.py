@@ -468,3 +468,22 @@ async def test_requests_per_operation(
     for name, (calls, wire) in REQUESTS_PER_OPERATION.items():
         detail = ", ".join(f"{kind} {n}" for kind, n in sorted(wire.items()))
         print(f"{name} | {sum(calls.values())} | {sum(wire.values())} ({detail})")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=UnsupportedStoreError,
+    reason="ObjectStoreBackend.delete_snapshot lets the adapter's UnsupportedStoreError (first 501) "
+    "escape instead of falling back to an unconditional delete",
+)
+async def test_unprobed_store_without_conditional_delete_still_deletes(localstack_s3: S3Endpoint) -> None:
+    """With the probe skipped, the backend learns of LocalStack's missing conditional delete from
+    the first 501; ``delete_snapshot`` must still delete (the contract's errors do not include
+    UnsupportedStoreError for it)."""
+    bucket = localstack_s3.create_bucket("unprobed")
+    url = f"s3://{bucket}/{secrets.token_hex(8)}"
+    options = localstack_s3.storage_options()
+    async with ObjectStoreBackend.from_url(url, verify_conditional_writes=False, **options) as backend:
+        await backend.save_snapshot(WorkflowSnapshot("gone", "flow"))
+        await backend.delete_snapshot("gone")
+        assert await backend.list_snapshots() == []
