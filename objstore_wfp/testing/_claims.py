@@ -124,6 +124,17 @@ class ClaimTests:
         assert claim.expires_at == clock.now() and claim.is_expired(clock.now())
         assert await backend.claim_task("wf-1", "t1", "w2", TTL) is not None
 
+    async def test_claim_of_unknown_instance_is_harmless(self, backend: PersistentBackend) -> None:
+        claim = await backend.claim_task("ghost", "t1", "w1", TTL)
+        assert claim is not None, "claim_task does not check that the instance exists (docs/semantics.md)"
+        assert await backend.list_snapshots() == [], "a claim made an instance appear"
+        assert await backend.find_available_tasks("w", 10) == []
+        with expect(NotFoundError, "save_task_result for an unknown instance, with a live claim"):
+            await backend.save_task_result("ghost", "t1", b"out", claim=claim)
+        with expect(NotFoundError, "load_snapshot of an instance that only has a claim"):
+            await backend.load_snapshot("ghost")
+        await backend.release_task_claim("ghost", "t1", "w1")
+
     # -- release -----------------------------------------------------------------------------
     async def test_release_makes_claimable_at_once(self, backend: PersistentBackend) -> None:
         await backend.save_snapshot(make_snapshot())

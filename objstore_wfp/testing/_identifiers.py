@@ -223,7 +223,7 @@ class IdentifierTests:
         assert await backend.check_and_cancel("wf-1", interrupted_at_task="../../etc") is False
 
     @settings(
-        max_examples=40,
+        max_examples=25,
         deadline=None,
         derandomize=True,
         suppress_health_check=[

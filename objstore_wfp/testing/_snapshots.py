@@ -378,7 +378,7 @@ class SnapshotTests:
         assert await backend.load_task_result("wf-1", "t1") == b"first"
 
     async def test_concurrent_results_of_one_instance_are_all_kept(self, backend: PersistentBackend) -> None:
-        tasks = [f"task-{n:02d}" for n in range(40)]
+        tasks = [f"task-{n:02d}" for n in range(16)]
         await backend.save_snapshot(make_snapshot(position=AtFork("f", tasks)))
         await asyncio.gather(*(backend.save_task_result("wf-1", t, t.encode()) for t in tasks))
         stored = await backend.load_snapshot("wf-1")
@@ -389,10 +389,10 @@ class SnapshotTests:
 
     async def test_results_survive_concurrent_snapshot_saves(self, backend: PersistentBackend) -> None:
         # Results racing with overwrites and CAS saves made without seeing them: none may be lost.
-        tasks = [f"task-{n:02d}" for n in range(24)]
+        tasks = [f"task-{n:02d}" for n in range(12)]
         await backend.save_snapshot(make_snapshot(position=AtFork("f", tasks)))
-        stale = [await backend.load_snapshot("wf-1") for _ in range(4)]
-        saves = [backend.save_snapshot(make_snapshot(position=AtFork("f", tasks))) for _ in range(4)]
+        stale = [await backend.load_snapshot("wf-1") for _ in range(3)]
+        saves = [backend.save_snapshot(make_snapshot(position=AtFork("f", tasks))) for _ in range(3)]
         saves += [backend.save_snapshot(s) for s in stale]
         results = [backend.save_task_result("wf-1", t, t.encode()) for t in tasks]
         calls: list[Awaitable[object]] = [*results]
