@@ -470,12 +470,6 @@ async def test_requests_per_operation(
         print(f"{name} | {sum(calls.values())} | {sum(wire.values())} ({detail})")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnsupportedStoreError,
-    reason="ObjectStoreBackend.delete_snapshot lets the adapter's UnsupportedStoreError (first 501) "
-    "escape instead of falling back to an unconditional delete",
-)
 async def test_unprobed_store_without_conditional_delete_still_deletes(localstack_s3: S3Endpoint) -> None:
     """With the probe skipped, the backend learns of LocalStack's missing conditional delete from
     the first 501; ``delete_snapshot`` must still delete (the contract's errors do not include

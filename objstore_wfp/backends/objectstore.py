@@ -57,6 +57,7 @@ from objstore_wfp.errors import (
     NotFoundError,
     SerializationError,
     StoreUnavailableError,
+    UnsupportedStoreError,
 )
 from objstore_wfp.ids import validate_id
 from objstore_wfp.model import (
@@ -503,11 +504,15 @@ class ObjectStoreBackend(PersistentBackend):
                 entries = _parse_snapshot(current, key).ready.items()
             except SerializationError:
                 entries = {}.items()  # unreadable: repair() removes what it referenced
-            if not self.store.supports_conditional_delete:
-                await self.store.delete(key)
-                break
-            if await self.store.delete_if_version(key, current.version):
-                break  # else it changed under us: drop the newer state's entries instead
+            if self.store.supports_conditional_delete:
+                try:
+                    if await self.store.delete_if_version(key, current.version):
+                        break
+                    continue  # it changed under us: drop the newer state's entries instead
+                except UnsupportedStoreError:
+                    pass  # an unprobed store just told the adapter it cannot delete conditionally
+            await self.store.delete(key)
+            break
         # Entries go only after the snapshot: a crash in between leaves unreferenced entries
         # (skipped, then removed by repair), never a live snapshot whose entries are gone.
         await self._delete_quietly(
