@@ -36,6 +36,8 @@ T = TypeVar("T")
 _LOCK_BUCKETS_HEX = 3  # 16**3 = 4096 lock files at most
 #: Objects up to this size are read on the event loop (see :meth:`LocalStore.get`).
 _INLINE_READ = 64 * 1024
+#: Tries to create an object's directory while deletes keep pruning it empty.
+_MKDIR_ATTEMPTS = 100
 #: Keys :meth:`LocalStore.list` walks per thread hop: few at first, more for long listings.
 _FIRST_BATCH, _MAX_BATCH = 16, 1024
 
@@ -112,9 +114,16 @@ class LocalStore(ConditionalStore):
             os.close(fd)
 
     def _write_temp(self, path: Path, data: bytes) -> tuple[Path, str]:
-        path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        for attempt in range(_MKDIR_ATTEMPTS):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                break
+            except FileNotFoundError:
+                # A delete pruned the (then empty) directory between mkdir and open: again.
+                if attempt == _MKDIR_ATTEMPTS - 1:
+                    raise
         try:
             view = memoryview(data)
             while view:
@@ -213,6 +222,19 @@ class LocalStore(ConditionalStore):
                 raise
             return
         _fsync_dir(path.parent)
+        self._prune(path.parent)
+
+    def _prune(self, directory: Path) -> None:
+        """Remove ``directory`` and its parents while they are empty, up to the root. Without
+        this every ready entry ever deleted leaves two empty directories that each listing of
+        ``ready/`` walks again. A writer racing with this recreates the directory (see
+        ``_write_temp``); a directory holding a file, even a temporary one, is never removed."""
+        while directory != self._root and self._root in directory.parents:
+            try:
+                os.rmdir(directory)
+            except OSError:  # not empty, or already gone: nothing more to prune
+                return
+            directory = directory.parent
 
     async def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ListedObject]:
         # The walk is lazy and runs in a thread in growing batches: a consumer that stops after a
