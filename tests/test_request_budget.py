@@ -58,6 +58,7 @@ def _table() -> str:
 
 
 async def test_cost_of_each_operation(store_target: StoreTarget) -> None:
+    MEASURED.clear()
     b, c = await _open(store_target, inline_limit=1024)
     hour = timedelta(hours=1)
     snap = WorkflowSnapshot("budget/1", "flow", initial_input=b"in")
@@ -118,7 +119,7 @@ async def test_cost_of_each_operation(store_target: StoreTarget) -> None:
     )
     await _cost(c, "delete_snapshot (3 blobs)", lambda: b.delete_snapshot("budget/blobs"))
     await b.close()
-    print("\n" + _table())
+    print(f"\n{store_target.name}:\n" + _table())
 
 
 async def _ready_instances(b: ObjectStoreBackend, clock: ManualClock) -> None:
@@ -205,14 +206,16 @@ async def test_find_costs_the_same_with_10000_idle_instances_as_with_100(
     memory_store_target: StoreTarget,
 ) -> None:
     # In memory: writing 10,000 objects to a busy disk would take longer than the rest of the test.
+    MEASURED.clear()
     small = await _find_costs(memory_store_target.child("small"), 100)
     large = await _find_costs(memory_store_target.child("large"), 10_000)
     _check_find_costs(small, large)
-    print("\n" + _table())
+    print(f"\n{memory_store_target.name}:\n" + _table())
 
 
 @pytest.mark.slow
 async def test_find_costs_the_same_with_1000_idle_instances_as_with_100(store_target: StoreTarget) -> None:
+    MEASURED.clear()
     small = await _find_costs(store_target.child("small"), 100)
     large = await _find_costs(store_target.child("large"), 1_000)
     _check_find_costs(small, large)
