@@ -23,7 +23,7 @@ from objstore_wfp.model import AtTask, WorkflowSnapshot
 from objstore_wfp.stores.memory import MemoryStore
 
 _TEMPLATE_ID = "tpl0000000"
-_READY_MS = re.compile(r"^ready/\d/(\d{13})\.")
+_READY_US = re.compile(r"^ready/\d/(\d{16})\.")
 Objects = dict[str, bytes]
 
 
@@ -48,15 +48,15 @@ async def template(build: Callable[[ObjectStoreBackend, str], Any]) -> Objects:
 def copies(objects: Objects, ids: Iterable[str]) -> Iterable[tuple[str, bytes]]:
     """The template's objects for each id. Copy ``k`` became ready ``k`` milliseconds after the
     template, as if submitted one after another: the backend reads every task that ties at the
-    millisecond where ``find_available_tasks`` reaches its limit, so a backlog that all became
-    ready in one millisecond would be an unrealistic worst case."""
+    microsecond where ``find_available_tasks`` reaches its limit, so a backlog that all became
+    ready at one instant would be an unrealistic worst case."""
     old = _TEMPLATE_ID.encode()
-    stamps = {m.group(1) for key in objects if (m := _READY_MS.match(key))}
+    stamps = {m.group(1) for key in objects if (m := _READY_US.match(key))}
     for k, new in enumerate(ids):
         for key, data in objects.items():
             key, data = key.replace(_TEMPLATE_ID, new), data.replace(old, new.encode())
             for stamp in stamps:
-                moved = f"{int(stamp) + k:013d}"
+                moved = f"{int(stamp) + 1000 * k:016d}"
                 key, data = (
                     key.replace(f"/{stamp}.", f"/{moved}."),
                     data.replace(f"/{stamp}.".encode(), f"/{moved}.".encode()),

@@ -6,10 +6,10 @@ All keys are relative to the backend's root prefix::
     blobs/<I>/<nonce>.bin                    outputs/inputs above the inline limit (raw bytes)
     claims/<I>/<T>.json                      the lease of one task (kept after release: it holds the token)
     cancels/<I>.json                         a pending cancellation request
-    ready/<p>/<ready-ms>.<nonce>/<I>/<T>     ready index: one entry per task a worker may pick up
+    ready/<p>/<ready-us>.<nonce>/<I>/<T>     ready index: one entry per task a worker may pick up
 
 ``<I>`` and ``<T>`` are encoded instance and task ids (:func:`encode_id`); ``<p>`` is the priority
-(1..5); ``<ready-ms>`` is the 13-digit millisecond time the task became ready. A LIST of
+(1..5); ``<ready-us>`` is the 16-digit microsecond time the task became ready. A LIST of
 ``ready/`` therefore returns work in dispatch order: most urgent first, then oldest.
 """
 
@@ -105,9 +105,9 @@ def blob_key(instance: str, nonce: str) -> str:
     return f"{BLOBS}{instance}/{nonce}.bin"
 
 
-def ready_slot(priority: int, ready_ms: int, nonce: str) -> str:
-    """The part of a ready entry's key that orders it: ``<p>/<ready-ms>.<nonce>``."""
-    return f"{priority}/{ready_ms:013d}.{nonce}"
+def ready_slot(priority: int, ready_us: int, nonce: str) -> str:
+    """The part of a ready entry's key that orders it: ``<p>/<ready-us>.<nonce>``."""
+    return f"{priority}/{ready_us:016d}.{nonce}"
 
 
 def ready_key(slot: str, instance: str, task: str) -> str:
@@ -120,10 +120,10 @@ class ReadyEntry:
     instance: str  # encoded
     task: str  # encoded
     priority: int
-    ready_ms: int
+    ready_us: int
 
 
-_READY_RE = re.compile(r"^ready/([1-5])/(\d{13})\.([0-9a-f]+)/([^/]+)/([^/]+)$")
+_READY_RE = re.compile(r"^ready/([1-5])/(\d{16})\.([0-9a-f]+)/([^/]+)/([^/]+)$")
 
 
 def parse_ready_key(key: str) -> ReadyEntry | None:
@@ -131,8 +131,8 @@ def parse_ready_key(key: str) -> ReadyEntry | None:
     m = _READY_RE.match(key)
     if m is None:
         return None
-    priority, ms, nonce, instance, task = m.groups()
-    return ReadyEntry(f"{priority}/{ms}.{nonce}", instance, task, int(priority), int(ms))
+    priority, us, nonce, instance, task = m.groups()
+    return ReadyEntry(f"{priority}/{us}.{nonce}", instance, task, int(priority), int(us))
 
 
 def instance_from_snapshot_key(key: str) -> str | None:

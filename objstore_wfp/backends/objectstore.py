@@ -32,7 +32,7 @@ import random
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from objstore_wfp.backends import layout
@@ -95,6 +95,7 @@ STALE_GRACE = timedelta(minutes=10)
 #: Compare-and-swap attempts before contention is reported as ``StoreUnavailableError``.
 MAX_ATTEMPTS = 64
 _TERMINAL = frozenset({"completed", "failed", "cancelled"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _nonce() -> str:
@@ -107,6 +108,10 @@ def _digest(data: bytes) -> str:
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def _us(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 async def _backoff(attempt: int) -> None:
@@ -428,13 +433,13 @@ class ObjectStoreBackend(PersistentBackend):
                     stashed[task_id] = await self._stash(instance, output)
                 results[task_id] = stashed[task_id]
 
-            now_ms = _ms(self._clock.now())
+            now_us = _us(self._clock.now())
             ready: dict[str, str] = {}
             for task_id in snapshot.available_task_ids():
                 if task_id in results:
                     continue
                 kept = old.ready.get(task_id) if old and old.priority == snapshot.priority else None
-                ready[task_id] = kept or layout.ready_slot(snapshot.priority, now_ms, _nonce())
+                ready[task_id] = kept or layout.ready_slot(snapshot.priority, now_us, _nonce())
             created = [
                 layout.ready_key(slot, instance, layout.encode_id(t))
                 for t, slot in ready.items()
@@ -716,42 +721,73 @@ class ObjectStoreBackend(PersistentBackend):
         snapshots: dict[str, _Snapshot | None] = {}
         found: list[tuple[tuple[int, int, str, str], AvailableTask]] = []
         now = self._clock.now()
-        async for obj in self.store.list(layout.READY):
-            entry = layout.parse_ready_key(obj.key)
-            if entry is None or entry.instance in cancelling:
-                continue
-            # The listing orders by priority and ready time; tasks that tie there are ordered by
-            # instance and task id below, so keep reading until the tie at the limit is complete.
-            if len(found) >= limit and (entry.priority, entry.ready_ms) != found[-1][0][:2]:
-                break
-            # The claim first: a running task then costs one GET, and the claim key needs only
-            # the encoded ids the entry already holds.
+        listing = aiter(self.store.list(layout.READY))
+        exhausted = False
+        while not exhausted:
+            # Read the candidates still needed concurrently: one round trip per batch, not per task.
+            batch: list[tuple[str, layout.ReadyEntry]] = []
+            wanted = max(limit - len(found), 1)
+            while len(batch) < wanted:
+                try:
+                    obj = await anext(listing)
+                except StopAsyncIteration:
+                    exhausted = True
+                    break
+                entry = layout.parse_ready_key(obj.key)
+                if entry is None or entry.instance in cancelling:
+                    continue
+                # The listing orders by priority and ready time; tasks that tie there are ordered
+                # by instance and task id below, so read on until the tie at the limit is complete.
+                if len(found) >= limit and (entry.priority, entry.ready_us) != found[-1][0][:2]:
+                    exhausted = True
+                    break
+                batch.append((obj.key, entry))
+            for entry, task in await self._available(batch, snapshots, now):
+                found.append(((entry.priority, entry.ready_us, task.instance_id, task.task_id), task))
+        found.sort(key=lambda item: item[0])
+        return [task for _, task in found[:limit]]
+
+    async def _available(
+        self,
+        batch: list[tuple[str, layout.ReadyEntry]],
+        snapshots: dict[str, _Snapshot | None],
+        now: datetime,
+    ) -> list[tuple[layout.ReadyEntry, AvailableTask]]:
+        """The entries of ``batch`` that stand for claimable tasks, in order. Claims are read
+        first (a running task then costs one GET; the entry holds the encoded ids the claim key
+        needs), then the snapshots of the instances not read yet, each once."""
+
+        async def claimable(entry: layout.ReadyEntry) -> bool:
             try:
-                claim = await self._read_claim(layout.claim_key(entry.instance, entry.task))
+                found = await self._read_claim(layout.claim_key(entry.instance, entry.task))
             except SerializationError as exc:
                 log.warning("skipping task with unreadable claim: %s", exc)
-                continue
-            if claim is not None and claim[1].live(now):
-                continue
-            if entry.instance not in snapshots:
-                snapshots[entry.instance] = await self._read_quietly(entry.instance)
+                return False
+            return found is None or not found[1].live(now)
+
+        verdicts = await asyncio.gather(*(claimable(entry) for _, entry in batch))
+        free = [item for item, ok in zip(batch, verdicts, strict=True) if ok]
+        unread = list(dict.fromkeys(e.instance for _, e in free if e.instance not in snapshots))
+        snapshots.update(
+            zip(unread, await asyncio.gather(*(self._read_quietly(i) for i in unread)), strict=True)
+        )
+        available = []
+        for key, entry in free:
             stored = snapshots[entry.instance]
             task_id = self._referenced_task(stored, entry)
             if stored is None or task_id is None:
-                if _ms(now) - entry.ready_ms > STALE_GRACE.total_seconds() * 1000:
-                    await self._delete_quietly([obj.key])
+                if _us(now) - entry.ready_us > STALE_GRACE / timedelta(microseconds=1):
+                    await self._delete_quietly([key])
                 continue
             try:
                 task_input = await self._task_input(stored)
             except SerializationError as exc:
                 log.warning("skipping task with unreadable input: %s", exc)
                 continue
-            task = AvailableTask(
-                stored.instance_id, task_id, task_input, str(stored.doc["definition_hash"]), stored.priority
-            )
-            found.append(((entry.priority, entry.ready_ms, stored.instance_id, task_id), task))
-        found.sort(key=lambda item: item[0])
-        return [task for _, task in found[:limit]]
+            definition = str(stored.doc["definition_hash"])
+            task = AvailableTask(stored.instance_id, task_id, task_input, definition, stored.priority)
+            available.append((entry, task))
+        return available
 
     @staticmethod
     def _referenced_task(stored: _Snapshot | None, entry: layout.ReadyEntry) -> str | None:
@@ -845,6 +881,7 @@ class ObjectStoreBackend(PersistentBackend):
         await self._ready()
         report = RepairReport()
         cutoff_ms = _ms(self._clock.now() - grace)
+        cutoff_us = _us(self._clock.now() - grace)
         entries = {o.key async for o in self.store.list(layout.READY)}
         referenced: set[str] = set()
         blobs_in_use: set[str] = set()
@@ -872,7 +909,7 @@ class ObjectStoreBackend(PersistentBackend):
                     report.entries_created += 1
         for key in entries - referenced:
             entry = layout.parse_ready_key(key)
-            if entry is None or entry.ready_ms < cutoff_ms:
+            if entry is None or entry.ready_us < cutoff_us:
                 await self.store.delete(key)
                 report.entries_deleted += 1
         report.orphans_deleted += await self._delete_orphans(instances, blobs_in_use, cutoff_ms)
