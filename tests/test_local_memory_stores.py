@@ -57,3 +57,16 @@ async def test_local_directory_at_key_reads_as_missing(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     (tmp_path / "dir").mkdir()
     assert await store.get("dir") is None
+
+
+async def test_local_delete_prunes_directories_it_empties(tmp_path: Path) -> None:
+    # Every finished task deletes a ready entry two directories deep; left behind, the empty
+    # directories would make every later poll of the index slower.
+    store = LocalStore(tmp_path)
+    await store.put("ready/3/slot/inst/task", b"x")
+    await store.put("ready/3/other", b"y")
+    await store.delete("ready/3/slot/inst/task")
+    assert not (tmp_path / "ready" / "3" / "slot").exists()
+    assert (tmp_path / "ready" / "3" / "other").exists()
+    await store.put_if_absent("ready/3/slot/inst/again", b"z")
+    assert [o.key async for o in store.list("ready/")] == ["ready/3/other", "ready/3/slot/inst/again"]
