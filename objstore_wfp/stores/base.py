@@ -45,8 +45,9 @@ class ListedObject:
 class ConditionalStore(ABC):
     """Get with version, put if absent, put if version, delete (if version), list by prefix."""
 
-    #: False where the store cannot delete conditionally (LocalStack): the backend then
-    #: replaces the object with a tombstone by CAS before an unconditional delete.
+    #: False where the store cannot delete conditionally (LocalStack): the backend then deletes
+    #: unconditionally. No guarantee rests on conditional delete; it only narrows the race
+    #: between a save and a ``delete_snapshot`` of the same instance.
     supports_conditional_delete: bool = True
 
     @property

@@ -21,7 +21,15 @@ class CountingStore(ConditionalStore):
     def __init__(self, inner: ConditionalStore) -> None:
         self.inner = inner
         self.counts: Counter[str] = Counter()
-        self.supports_conditional_delete = inner.supports_conditional_delete
+
+    @property
+    def supports_conditional_delete(self) -> bool:
+        # Live, not copied: an adapter may learn only from its first refused delete.
+        return self.inner.supports_conditional_delete
+
+    @supports_conditional_delete.setter
+    def supports_conditional_delete(self, value: bool) -> None:
+        self.inner.supports_conditional_delete = value
 
     @property
     def url(self) -> str:

@@ -40,8 +40,8 @@ deleted it.
 Stores without conditional delete (LocalStack answers 501 NotImplemented) are detected by the
 probe (:func:`objstore_wfp.stores.probe.probe_store`) or by the first such 501: the instance's
 ``supports_conditional_delete`` becomes ``False`` and ``delete_if_version`` raises
-:class:`~objstore_wfp.errors.UnsupportedStoreError`; the backend then falls back to a CAS to a
-tombstone followed by an unconditional delete.
+:class:`~objstore_wfp.errors.UnsupportedStoreError`; the backend then deletes unconditionally
+(no guarantee rests on conditional delete).
 
 Requests per call (no faults): ``get``, ``put``, ``delete``, ``delete_if_version`` and a
 successful ``put_if_absent`` / ``put_if_version``: 1 each; a refused conditional PUT: 2 (the PUT
