@@ -70,3 +70,16 @@ async def test_local_delete_prunes_directories_it_empties(tmp_path: Path) -> Non
     assert (tmp_path / "ready" / "3" / "other").exists()
     await store.put_if_absent("ready/3/slot/inst/again", b"z")
     assert [o.key async for o in store.list("ready/")] == ["ready/3/other", "ready/3/slot/inst/again"]
+
+
+async def test_local_discards_only_old_temp_files(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    await store.put("a/k", b"kept")
+    old, fresh = tmp_path / "a" / ".k.dead.tmp", tmp_path / "a" / ".k.live.tmp"
+    old.write_bytes(b"torn")
+    fresh.write_bytes(b"in flight")
+    os.utime(old, (0, 0))
+    assert await store.discard_debris(older_than=60) == 1
+    assert not old.exists() and fresh.exists()
+    found = await store.get("a/k")
+    assert found is not None and found.data == b"kept"

@@ -233,6 +233,7 @@ class RepairReport:
     entries_created: int = 0
     entries_deleted: int = 0
     orphans_deleted: int = 0
+    debris_deleted: int = 0
     unreadable: list[str] = field(default_factory=list)
 
 
@@ -875,8 +876,10 @@ class ObjectStoreBackend(PersistentBackend):
         entries no snapshot references and blobs no snapshot references, once older than
         ``grace`` (younger ones may belong to a write in flight); deletes claims and cancellation
         requests of instances that no longer exist, also once older than ``grace`` (younger ones
-        may belong to an instance created while repair ran) and never a live claim. Reads every
-        snapshot: O(instances) requests. Unreadable snapshots are listed, never touched.
+        may belong to an instance created while repair ran) and never a live claim; and discards
+        the store's debris of interrupted writes (temporary files on local disk) older than
+        ``grace``. Reads every snapshot: O(instances) requests. Unreadable snapshots are listed,
+        never touched.
         """
         await self._ready()
         report = RepairReport()
@@ -913,6 +916,7 @@ class ObjectStoreBackend(PersistentBackend):
                 await self.store.delete(key)
                 report.entries_deleted += 1
         report.orphans_deleted += await self._delete_orphans(instances, blobs_in_use, cutoff_ms)
+        report.debris_deleted = await self.store.discard_debris(grace.total_seconds())
         return report
 
     async def _delete_orphans(self, instances: set[str], blobs_in_use: set[str], cutoff_ms: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from datetime import datetime, timedelta
 from typing import Any
@@ -262,13 +263,7 @@ async def cmd_repair(args: argparse.Namespace) -> int:
     backend = _backend(args, writes=True)
     async with backend:
         report = await backend.repair(grace=parse_duration(args.grace))
-    doc = {
-        "instances": report.instances,
-        "entries_created": report.entries_created,
-        "entries_deleted": report.entries_deleted,
-        "orphans_deleted": report.orphans_deleted,
-        "unreadable": report.unreadable,
-    }
+    doc = dataclasses.asdict(report)
     if args.json:
         print_json(doc)
     else:

@@ -88,5 +88,11 @@ class ConditionalStore(ABC):
         (a consumer that stops early does not pay for later pages). ``start_after`` skips keys
         up to and including it."""
 
+    async def discard_debris(self, older_than: float) -> int:
+        """Remove what interrupted writes left outside the key space (temporary files) and that
+        is older than ``older_than`` seconds; return how many. Object stores write atomically
+        and leave none: the default does nothing."""
+        return 0
+
     async def close(self) -> None:
         """Release connections. The default does nothing."""

@@ -75,5 +75,8 @@ class CountingStore(ConditionalStore):
             seen += 1
             yield item
 
+    async def discard_debris(self, older_than: float) -> int:
+        return await self.inner.discard_debris(older_than)
+
     async def close(self) -> None:
         await self.inner.close()

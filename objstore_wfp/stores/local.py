@@ -18,11 +18,13 @@ Names starting with ``.`` (temporary files, ``.locks``) are never listed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import itertools
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -235,6 +237,25 @@ class LocalStore(ConditionalStore):
             except OSError:  # not empty, or already gone: nothing more to prune
                 return
             directory = directory.parent
+
+    async def discard_debris(self, older_than: float) -> int:
+        """Delete temporary files of writes killed midway (``.<name>.<random>.tmp``) once older
+        than ``older_than`` seconds: younger ones may belong to a write in progress."""
+
+        def work() -> int:
+            cutoff = time.time() - older_than
+            removed = 0
+            for directory, dirs, files in os.walk(self._root):
+                dirs[:] = [d for d in dirs if d != ".locks"]
+                for name in files:
+                    path = os.path.join(directory, name)
+                    if name.startswith(".") and name.endswith(".tmp") and os.lstat(path).st_mtime < cutoff:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(path)
+                            removed += 1
+            return removed
+
+        return await self._run(work)
 
     async def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ListedObject]:
         # The walk is lazy and runs in a thread in growing batches: a consumer that stops after a
