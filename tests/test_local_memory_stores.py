@@ -83,3 +83,31 @@ async def test_local_discards_only_old_temp_files(tmp_path: Path) -> None:
     assert not old.exists() and fresh.exists()
     found = await store.get("a/k")
     assert found is not None and found.data == b"kept"
+
+
+def _churn(root: str, n: int) -> None:
+    import asyncio
+
+    async def main() -> None:
+        store = LocalStore(root)
+        for i in range(150):
+            key = f"shared/dir/p{n}-{i}"
+            assert await store.put_if_absent(key, b"x") is not None
+            version = await store.put(key, b"y")
+            assert await store.delete_if_version(key, version)
+
+    asyncio.run(main())
+
+
+def test_local_directory_pruning_is_safe_across_processes(tmp_path: Path) -> None:
+    # Each delete removes the directory it empties while other processes write into it: every
+    # write and delete must still succeed (found by an 8-process claim race).
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_churn, args=(str(tmp_path), n)) for n in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]

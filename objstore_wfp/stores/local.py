@@ -223,7 +223,10 @@ class LocalStore(ConditionalStore):
             if exc.errno not in (errno.EISDIR, errno.EPERM):
                 raise
             return
-        _fsync_dir(path.parent)
+        try:
+            _fsync_dir(path.parent)
+        except FileNotFoundError:
+            return  # another process pruned the emptied directory already
         self._prune(path.parent)
 
     def _prune(self, directory: Path) -> None:
