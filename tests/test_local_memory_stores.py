@@ -6,6 +6,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,10 @@ class TestLocalStore(StoreConformance):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[LocalStore]:
         yield LocalStore(tmp_path / "root")
+
+    @pytest.fixture
+    def store_url(self, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+        return str(tmp_path / "shared"), {}
 
 
 async def test_memory_roots_are_shared_within_a_process() -> None:

@@ -9,6 +9,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -47,6 +48,10 @@ class TestS3StoreConformance(StoreConformance):
     @pytest.fixture
     async def store(self, s3_store: S3Store) -> S3Store:
         return s3_store
+
+    @pytest.fixture
+    def store_url(self, s3_bucket: S3Bucket) -> tuple[str, dict[str, Any]]:
+        return s3_bucket.url(f"mp-{secrets.token_hex(4)}"), s3_bucket.storage_options
 
 
 @pytest.fixture

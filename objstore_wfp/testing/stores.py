@@ -13,13 +13,18 @@ Subclass it and provide a ``store`` fixture that yields a store on an empty root
             await store.close()
 
 The backend's guarantees rest on these properties: a conditional write never degrades to an
-overwrite, and of N concurrent conditional writers exactly one wins.
+overwrite, and of N concurrent conditional writers exactly one wins, also when the writers are
+separate processes: override the ``store_url`` fixture to run that race too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+import subprocess
+import sys
+from typing import Any
 
 import pytest
 
@@ -27,6 +32,23 @@ from objstore_wfp.errors import UnsupportedStoreError
 from objstore_wfp.stores.base import ConditionalStore
 
 RACERS = 16
+PROCESSES, PROCESS_KEYS = 4, 10
+
+_PROCESS_RACER = """
+import asyncio, json, sys
+from objstore_wfp.stores.urls import open_store
+
+async def main():
+    url, options, me = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    store = open_store(url, **options)
+    try:
+        print(json.dumps([await store.put_if_absent(f"claim/{n}", me.encode()) is not None
+                          for n in range({keys})]))
+    finally:
+        await store.close()
+
+asyncio.run(main())
+""".replace("{keys}", str(PROCESS_KEYS))
 
 
 async def _keys(store: ConditionalStore, prefix: str, start_after: str | None = None) -> list[str]:
@@ -35,6 +57,36 @@ async def _keys(store: ConditionalStore, prefix: str, start_after: str | None = 
 
 class StoreConformance:
     """Abstract test class: subclasses supply the ``store`` fixture."""
+
+    @pytest.fixture
+    def store_url(self) -> tuple[str, dict[str, Any]] | None:
+        """``(url, storage_options)`` of a fresh, empty root on the same store, which other
+        processes open with :func:`objstore_wfp.stores.urls.open_store`; ``None`` (the default)
+        skips the race between processes."""
+        return None
+
+    def test_processes_racing_for_one_key_have_one_winner(
+        self, store_url: tuple[str, dict[str, Any]] | None
+    ) -> None:
+        if store_url is None:
+            pytest.skip("no store_url: this store cannot be shared between processes")
+        url, options = store_url
+        racers = [
+            subprocess.Popen(
+                [sys.executable, "-c", _PROCESS_RACER, url, json.dumps(options), f"proc-{i}"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(PROCESSES)
+        ]
+        outcomes = []
+        for racer in racers:
+            out, _ = racer.communicate(timeout=120)
+            assert racer.returncode == 0, f"a racing process exited with {racer.returncode}"
+            outcomes.append(json.loads(out))
+        for n in range(PROCESS_KEYS):
+            winners = sum(outcome[n] for outcome in outcomes)
+            assert winners == 1, f"{winners} processes won the create-if-absent of claim/{n}"
 
     async def test_get_missing_returns_none(self, store: ConditionalStore) -> None:
         assert await store.get("absent/key.json") is None
