@@ -27,29 +27,9 @@ import pytest
 import redis
 from psycopg import sql
 
-from tests.servers import free_port, service_unavailable
+from tests.servers import free_port, log_tail, service_unavailable, stop_process_group
 
 START_TIMEOUT = 30.0
-
-
-def _stop(process: subprocess.Popen[bytes], sig: int) -> None:
-    """Signal the server's whole process group, then kill it if it lingers."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, sig)
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")[-2000:]
-    except OSError:
-        return "(no log)"
 
 
 def _wait(ready: Any, process: subprocess.Popen[bytes]) -> bool:
@@ -82,11 +62,11 @@ def redis_url() -> Iterator[str]:
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
     try:
         if not _wait(client.ping, process):
-            service_unavailable(f"redis-server did not start on port {port}: {_log_tail(log)}")
+            service_unavailable(f"redis-server did not start on port {port}: {log_tail(log)}")
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         client.close()
-        _stop(process, signal.SIGTERM)
+        stop_process_group(process, signal.SIGTERM, grace=15)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -152,11 +132,11 @@ def postgres_dsn() -> Iterator[str]:
             )
         dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
         if not _wait(lambda: psycopg.connect(dsn, connect_timeout=5).close(), process):
-            service_unavailable(f"PostgreSQL did not start on port {port}: {_log_tail(log)}")
+            service_unavailable(f"PostgreSQL did not start on port {port}: {log_tail(log)}")
         yield dsn
     finally:
         if process is not None:
-            _stop(process, signal.SIGINT)  # fast shutdown
+            stop_process_group(process, signal.SIGINT, grace=15)  # fast shutdown
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -8,7 +8,9 @@ makes it a failure: CI must never pass by skipping.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -61,3 +63,28 @@ def wait_for_http(url: str, timeout: float, *, alive: object = None) -> bool:
             pass
         time.sleep(0.1)
     return False
+
+
+def stop_process_group(
+    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace: float = 10
+) -> None:
+    """Signal a server's whole process group (servers fork helpers), then kill it if it lingers
+    past ``grace`` seconds. Servers here hold nothing worth a slow shutdown."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def log_tail(path: Path) -> str:
+    """The end of a server's log, for the message of a failed start."""
+    try:
+        return path.read_text(errors="replace")[-2000:]
+    except OSError:
+        return "(no log)"

@@ -13,10 +13,8 @@ writes and on deletes.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -26,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import REPO_ROOT, free_port, service_unavailable, wait_for_http
+from tests.servers import REPO_ROOT, free_port, service_unavailable, stop_process_group, wait_for_http
 
 AZURITE_BIN = REPO_ROOT / ".services" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
 #: The emulator's fixed development account and key (public, documented by Microsoft).
@@ -111,13 +109,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]
         STARTUP_SECONDS["azurite"] = time.monotonic() - started
         yield AzuriteServer(url)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_process_group(process)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import time
 import urllib.request
@@ -30,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import free_port, service_unavailable, wait_for_http
+from tests.servers import free_port, service_unavailable, stop_process_group, wait_for_http
 
 #: Start-up times measured by the fixtures (seconds), for the report.
 STARTUP_SECONDS: dict[str, float] = {}
@@ -116,13 +115,7 @@ def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSServer]:
         STARTUP_SECONDS["fake-gcs-server"] = time.monotonic() - started
         yield GCSServer(url)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_process_group(process)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,14 @@ import botocore.exceptions
 import botocore.session
 import pytest
 
-from tests.servers import REPO_ROOT, free_port, service_unavailable, wait_for_http
+from tests.servers import (
+    REPO_ROOT,
+    free_port,
+    log_tail,
+    service_unavailable,
+    stop_process_group,
+    wait_for_http,
+)
 from tests.servers.faultproxy import FaultProxy
 
 LOCALSTACK_URL_ENV = "OBJSTORE_WFP_LOCALSTACK_URL"
@@ -125,26 +131,6 @@ def _supports_conditional_delete(endpoint: S3Endpoint) -> bool:
     raise AssertionError(f"{endpoint.url} deleted an object despite a wrong If-Match")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Kill the server's whole process group (LocalStack forks helpers). Nothing it holds is
-    kept, so a server slow to shut down gracefully is killed after a short wait."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=3)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")[-2000:]
-    except OSError:
-        return ""
-
-
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[S3Endpoint]:
     """A ``moto_server`` process (moto's S3, run out of process so its condition checks are not
@@ -170,11 +156,11 @@ def moto_s3() -> Iterator[S3Endpoint]:
     try:
         url = f"http://127.0.0.1:{port}"
         if not wait_for_http(f"{url}/moto-api/", 30, alive=process):
-            service_unavailable(f"moto_server did not start on {url}: {_log_tail(log)}")
+            service_unavailable(f"moto_server did not start on {url}: {log_tail(log)}")
         STARTUP_SECONDS["moto"] = time.monotonic() - started
         yield S3Endpoint("moto", url)
     finally:
-        _stop(process)
+        stop_process_group(process, grace=3)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -227,12 +213,12 @@ def localstack_s3() -> Iterator[S3Endpoint]:
     try:
         url = f"http://127.0.0.1:{port}"
         if not wait_for_http(f"{url}/_localstack/health", 90, alive=process):
-            service_unavailable(f"LocalStack did not start on {url}: {_log_tail(log)}")
+            service_unavailable(f"LocalStack did not start on {url}: {log_tail(log)}")
         STARTUP_SECONDS["localstack"] = time.monotonic() - started
         endpoint = S3Endpoint("localstack", url)
         yield replace(endpoint, conditional_delete=_supports_conditional_delete(endpoint))
     finally:
-        _stop(process)
+        stop_process_group(process, grace=3)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
