@@ -83,6 +83,7 @@ from objstore_wfp.model.codec import (
     opt_iso,
     snapshot_from_reader,
     state_to_json,
+    unb64,
 )
 from objstore_wfp.stores.base import ConditionalStore, StoredObject
 
@@ -160,7 +161,10 @@ def _check_stash(value: Any, what: str, key: str) -> Stash:
 
 def _inline(value: str, what: str) -> bytes:
     """An inline (base64) byte value."""
-    return Reader({"v": value}, what).blob("v")
+    try:
+        return unb64(value)
+    except ValueError:
+        raise SerializationError(f"{what} is not valid base64") from None
 
 
 def _parse_snapshot(obj: StoredObject, key: str) -> _Snapshot:

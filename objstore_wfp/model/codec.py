@@ -8,7 +8,6 @@ wrong type or truncated bytes raise :class:`SerializationError` naming the objec
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -96,11 +95,17 @@ class Reader:
         return Reader(self.raw(key), self.name, f"{self.path}.{key}" if self.path else key)
 
     def blob(self, key: str) -> bytes:
-        return _b64decode(self.text(key), self._fail(key, "is not valid base64"))
+        return self._decoded(key, self.text(key))
 
     def opt_blob(self, key: str) -> bytes | None:
         value = self.opt_text(key)
-        return None if value is None else _b64decode(value, self._fail(key, "is not valid base64"))
+        return None if value is None else self._decoded(key, value)
+
+    def _decoded(self, key: str, value: str) -> bytes:
+        try:
+            return unb64(value)
+        except ValueError:
+            raise self._fail(key, "is not valid base64") from None
 
     def timestamp(self, key: str) -> datetime:
         return self._parse_dt(key, self.text(key))
@@ -119,11 +124,9 @@ class Reader:
         return parsed.astimezone(timezone.utc)
 
 
-def _b64decode(value: str, error: SerializationError) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise error from None
+def unb64(value: str) -> bytes:
+    """Strict base64 decoding; raises ``ValueError`` (``binascii.Error`` is one) on bad input."""
+    return base64.b64decode(value, validate=True)
 
 
 def b64(data: bytes) -> str:
