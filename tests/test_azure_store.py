@@ -9,7 +9,6 @@ Azurite behind a fault-injecting proxy. Nothing the adapter relies on needs a lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from objstore_wfp import ManualClock, ObjectStoreBackend
-from objstore_wfp.errors import BackendError, InvalidArgumentError, StoreUnavailableError
+from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError
 from objstore_wfp.stores import azure as azure_module
 from objstore_wfp.stores._retry import RetryPolicy
 from objstore_wfp.stores.azure import AzureBlobStore
@@ -26,7 +25,7 @@ from objstore_wfp.testing import BackendConformance
 from objstore_wfp.testing.stores import StoreConformance
 from tests.servers import free_port
 from tests.servers.azure import ACCOUNT, ACCOUNT_KEY, AzureContainer, AzuriteServer
-from tests.servers.faults import FaultProxy, fault_proxy
+from tests.servers.faults import FaultProxy, call_every_operation, fault_proxy
 
 #: Quick retries: the faults below are injected a known number of times.
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, request_timeout=10)
@@ -317,23 +316,7 @@ async def test_any_answer_gives_a_result_or_a_backend_error(
     version = await proxied.put("k", b"x")
     for method in ("GET", "PUT", "DELETE"):
         proxy.inject(method, "", "reject", status=status, times=1000)
-    operations = [
-        proxied.get("k"),
-        proxied.put("k", b"y"),
-        proxied.put_if_absent("n", b"y"),
-        proxied.put_if_version("k", b"y", version),
-        proxied.delete("k"),
-        proxied.delete_if_version("k", version),
-        _drain(proxied.list("")),
-    ]
-    for operation in operations:
-        with contextlib.suppress(BackendError):
-            await operation
-
-
-async def _drain(items: AsyncIterator[object]) -> None:
-    async for _ in items:
-        pass
+    await call_every_operation(proxied, version)
 
 
 async def test_url_forms_open_the_same_store(azure_container: AzureContainer) -> None:

@@ -91,7 +91,7 @@ async def test_probe_reports_conditional_delete_per_server(s3_bucket: S3Bucket) 
         assert store.supports_conditional_delete is s3_bucket.endpoint.conditional_delete
         assert [o async for o in store.list("")] == [], "the probe cleans up after itself"
         if not report.conditional_delete:
-            # LocalStack answers 501: the backend's tombstone fallback is what runs there.
+            # LocalStack answers 501: the backend's plain-delete fallback is what runs there.
             assert "501" in report.note
             version = await store.put("k", b"x")
             with pytest.raises(UnsupportedStoreError):

@@ -12,6 +12,7 @@ The proxy runs its own event loop in a thread, so tests with their own loops can
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,9 @@ from typing import Literal
 
 import aiohttp
 from aiohttp import web
+
+from objstore_wfp.errors import BackendError
+from objstore_wfp.stores.base import ConditionalStore
 
 Mode = Literal["reject", "lose_response", "drop"]
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade"}
@@ -167,3 +171,25 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
         yield proxy
     finally:
         proxy.close()
+
+
+async def call_every_operation(store: ConditionalStore, version: str) -> None:
+    """Call each store operation once (``version`` is that of key ``k``); a result or a
+    ``BackendError`` is fine, anything else escapes and fails the calling test."""
+
+    async def listing() -> None:
+        async for _ in store.list(""):
+            pass
+
+    operations = [
+        store.get("k"),
+        store.put("k", b"y"),
+        store.put_if_absent("n", b"y"),
+        store.put_if_version("k", b"y", version),
+        store.delete("k"),
+        store.delete_if_version("k", version),
+        listing(),
+    ]
+    for operation in operations:
+        with contextlib.suppress(BackendError):
+            await operation
