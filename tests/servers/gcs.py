@@ -9,8 +9,8 @@ Fixtures (registered by ``tests/conftest.py``):
 
 What fake-gcs-server enforces (the bundled build): ``ifGenerationMatch`` on multipart uploads
 (create-if-absent and generation CAS, atomically), not on ``DELETE``. No option is needed for that:
-the probe the backend runs finds it out and makes the backend use its fallback (CAS to a
-tombstone, then delete). Real GCS enforces conditional deletes.
+the probe the backend runs finds it out and makes the backend use its fallback (a plain delete).
+Real GCS enforces conditional deletes.
 """
 
 from __future__ import annotations
