@@ -110,7 +110,7 @@ def test_cancel_then_gc_and_repair(store: str, capsys: pytest.CaptureFixture[str
     assert code == 0 and out.strip() == "fresh: cancelled"
     assert run_json(capsys, "show", "fresh", "--store", store)["cancelled"]["reason"] == "test"
     code, _, err = run(capsys, "cancel", "done", "--store", store)
-    assert code == 1 and err.count("\n") == 1 and err.startswith("objstore-wfp: error:")
+    assert code == 4 and err.count("\n") == 1 and err.startswith("objstore-wfp: error:")
 
     dry = run_json(capsys, "gc", "--store", store, "--older-than", "0s", "--dry-run")
     assert dry["deleted"] == ["done", "fresh"]
@@ -121,43 +121,59 @@ def test_cancel_then_gc_and_repair(store: str, capsys: pytest.CaptureFixture[str
 
 
 def test_probe_reports_enforced_conditions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "probed").mkdir()
     doc = run_json(capsys, "probe", str(tmp_path / "probed"))
     assert doc["create_if_absent"] and doc["compare_and_swap"]
     code, out, _ = run(capsys, "probe", "memory://cli-probe")
     assert code == 0 and "usable" in out
 
 
+def test_show_lists_the_results_of_a_completed_instance_through_its_flow(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unknown = run_json(capsys, "show", "done", "--store", store)
+    assert unknown["results"] is None
+    code, out, _ = run(capsys, "show", "done", "--store", store)
+    assert code == 0 and "give --flow MODULE:ATTR" in out
+    doc = run_json(capsys, "show", "done", "--store", store, "--flow", "tests.test_cli:FLOW")
+    assert doc["results"] == {"hello": "hello ada"}
+    code, out, _ = run(capsys, "show", "done", "--store", store, "--flow", "tests.test_cli:FLOW")
+    assert code == 0 and 'hello  "hello ada"' in out
+
+
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "code", "message"),
     [
-        (["show", "missing"], "no snapshot for instance 'missing'"),
-        (["show", "a\x01b"], "control character"),
-        (["ls", "--store", "bogus://x"], "no store for bogus://"),
-        (["ls", "--store", "/nonexistent/objstore-wfp"], "no store at"),
-        (["ls", "-o", "novalue"], "KEY=VALUE"),
-        (["gc", "--older-than", "soon"], "duration"),
-        (["worker", "--flow", "no_such_module:FLOW"], "cannot import"),
-        (["worker", "--flow", "tests.test_cli:hello"], "not a Flow"),
-        (["probe", "nowhere://bucket"], "no store for nowhere://"),
-        (["demo", "--store", "memory://demo"], "memory:// lives inside one process"),
-        (["demo", "--workers", "0"], "--workers must be >= 1"),
+        (["show", "missing"], 3, "no snapshot for instance 'missing'"),
+        (["show", "a\x01b"], 2, "control character"),
+        (["ls", "--store", "bogus://x"], 1, "no store for bogus://"),
+        (["ls", "--store", "/nonexistent/objstore-wfp"], 3, "no store at"),
+        (["ls", "-o", "novalue"], 2, "KEY=VALUE"),
+        (["gc", "--older-than", "soon"], 2, "duration"),
+        (["worker", "--flow", "no_such_module:FLOW"], 2, "cannot import"),
+        (["worker", "--flow", "tests.test_cli:hello"], 2, "'hello' is a function, not a Flow"),
+        (["worker", "--flow", "tests.test_cli:NOPE"], 2, "module 'tests.test_cli' has no attribute 'NOPE'"),
+        (["probe", "nowhere://bucket"], 1, "no store for nowhere://"),
+        (["demo", "--store", "memory://demo"], 2, "memory:// lives inside one process"),
+        (["demo", "--workers", "0"], 2, "--workers must be >= 1"),
+        (["demo", "--workers", "1"], 2, "give --workers 2 or more, or --no-kill"),
     ],
 )
 def test_user_mistakes_give_one_line_and_a_nonzero_exit(
-    store: str, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    store: str, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, message: str
 ) -> None:
     if "--store" not in argv and argv[0] not in ("probe", "demo"):
         argv = [*argv, "--store", store]
-    code, out, err = run(capsys, *argv)
-    assert code == 1
+    got, out, err = run(capsys, *argv)
+    assert got == code
     assert err.count("\n") == 1 and err.startswith("objstore-wfp: error:") and message in err
     assert "Traceback" not in err and out == ""
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["frobnicate"])
-    assert exc.value.code == 2
+    code, out, err = run(capsys, "frobnicate")
+    assert code == 2 and out == ""
+    assert err.startswith("objstore-wfp: error: argument COMMAND: invalid choice") and err.count("\n") == 1
 
 
 def test_python_dash_m_runs_the_cli() -> None:

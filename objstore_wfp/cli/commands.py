@@ -10,7 +10,7 @@ from typing import Any
 
 from objstore_wfp.backends.objectstore import ObjectStoreBackend
 from objstore_wfp.cli.output import decoded, format_time, preview, print_json, print_table
-from objstore_wfp.cli.store import open_cli_backend, open_cli_store, parse_options
+from objstore_wfp.cli.store import StoreChoice, open_cli_backend, open_cli_store, parse_options
 from objstore_wfp.clock import SystemClock
 from objstore_wfp.errors import InvalidArgumentError, NotFoundError, SerializationError
 from objstore_wfp.model import Cancelled, Completed, Failed, InProgress, TaskClaim, WorkflowSnapshot
@@ -63,7 +63,7 @@ def _expiry(claim: TaskClaim, now: datetime) -> str:
 
 
 def _backend(args: argparse.Namespace, *, writes: bool) -> ObjectStoreBackend:
-    return open_cli_backend(args.store, parse_options(args.option), writes=writes)
+    return open_cli_backend(args.choice, parse_options(args.option), writes=writes)
 
 
 async def cmd_ls(args: argparse.Namespace) -> int:
@@ -94,19 +94,42 @@ async def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _finished_results(
+    backend: ObjectStoreBackend, snapshot: WorkflowSnapshot, flow_specs: list[str] | None
+) -> dict[str, bytes] | None:
+    """The recorded results of a Completed or Failed instance, whose snapshot no longer lists
+    its tasks: looked up task by task through its flow; ``None`` when the flow is unknown."""
+    from objstore_wfp.cli.demo_flow import FLOW as DEMO_FLOW
+    from objstore_wfp.cli.flows import load_flows
+
+    flows = {f.definition_hash: f for f in [DEMO_FLOW, *load_flows(flow_specs or [])]}
+    flow = flows.get(snapshot.definition_hash)
+    if flow is None:
+        return None
+    results: dict[str, bytes] = {}
+    for task in flow.task_names():
+        output = await backend.load_task_result(snapshot.instance_id, task)
+        if output is not None:
+            results[task] = output
+    return results
+
+
 async def cmd_show(args: argparse.Namespace) -> int:
     backend = _backend(args, writes=False)
     async with backend:
         snapshot = await backend.load_snapshot(args.instance_id)
         request = await backend.get_cancellation_request(args.instance_id)
         claims = await backend.list_claims(args.instance_id)
-        # Completed and Failed states carry no results (the final output says it all).
-        results = {t: r.output for t, r in snapshot.completed_tasks.items()}
+        state = snapshot.state
+        results: dict[str, bytes] | None
+        if isinstance(state, (Completed, Failed)):
+            results = await _finished_results(backend, snapshot, args.flow)
+        else:
+            results = {t: r.output for t, r in snapshot.completed_tasks.items()}
     now = SystemClock().now()
-    state = snapshot.state
     doc = snapshot_summary(snapshot)
     doc["initial_input"] = decoded(snapshot.initial_input)
-    doc["results"] = {t: decoded(o) for t, o in results.items()}
+    doc["results"] = None if results is None else {t: decoded(o) for t, o in results.items()}
     if isinstance(state, Completed):
         doc["output"] = decoded(state.final_output)
     if isinstance(state, Failed):
@@ -149,8 +172,10 @@ async def cmd_show(args: argparse.Namespace) -> int:
         )
     if request is not None:
         print(f"cancel requested  {request.reason} (by {request.requested_by})")
-    if isinstance(state, (InProgress, Cancelled)):
-        print("\nresults")
+    print("\nresults")
+    if results is None:
+        print(f"(flow {snapshot.definition_hash} unknown: give --flow MODULE:ATTR to list its task results)")
+    else:
         print_table(["TASK", "OUTPUT"], [[t, preview(o)] for t, o in results.items()])
     print("\nclaims")
     print_table(
@@ -278,7 +303,7 @@ async def cmd_repair(args: argparse.Namespace) -> int:
 async def cmd_probe(args: argparse.Namespace) -> int:
     from objstore_wfp.stores.probe import probe_store
 
-    store = open_cli_store(args.url, parse_options(args.option), must_exist=False)
+    store = open_cli_store(StoreChoice(args.url, "the URL to probe"), parse_options(args.option))
     try:
         report = await probe_store(store)
     finally:

@@ -25,10 +25,11 @@ from typing import Any
 
 from objstore_wfp.cli.demo_flow import FLOW, TASKS_PER_INSTANCE, WORK_ENV, expected_output
 from objstore_wfp.cli.output import print_json
-from objstore_wfp.cli.store import open_cli_backend, parse_options
-from objstore_wfp.errors import InvalidArgumentError
+from objstore_wfp.cli.store import StoreChoice, open_cli_backend, parse_options
+from objstore_wfp.errors import ConflictError, InvalidArgumentError
 from objstore_wfp.model import Completed
 from objstore_wfp.runtime import Client
+from objstore_wfp.stores.urls import split_store_url
 
 FINAL_TASK = FLOW.task_names()[-1]
 #: Fraction of all tasks recorded before a worker is killed, so the takeover happens mid-run.
@@ -134,9 +135,9 @@ def _apply(run: DemoRun, worker: WorkerProcess, event: dict[str, Any], say: Any)
         worker.status = "stopped"
 
 
-def _start_worker(name: str, args: argparse.Namespace, store: str, folder: Path) -> WorkerProcess:
+def _start_worker(name: str, args: argparse.Namespace, store: StoreChoice, folder: Path) -> WorkerProcess:
     events, log = folder / f"{name}.jsonl", folder / f"{name}.log"
-    command = [sys.executable, "-m", "objstore_wfp", "worker", "--store", store]
+    command = [sys.executable, "-m", "objstore_wfp", "worker", "--store", store.url]
     for option in args.option or []:
         command += ["--option", option]
     command += [
@@ -168,17 +169,29 @@ def _stop_all(workers: list[WorkerProcess]) -> None:
             w.process.wait()
 
 
-async def _submit(store: str, options: dict[str, Any], count: int) -> dict[str, int]:
-    ids: dict[str, int] = {}
-    backend = open_cli_backend(store, options, writes=True)
+async def _submit(store: StoreChoice, options: dict[str, Any], count: int, replace: bool) -> dict[str, int]:
+    """Submit ``order-001`` .. ``order-<count>``. A store that already holds some of them is
+    refused with :class:`ConflictError` unless ``replace``: with ``--store s3://...`` they may
+    be somebody's real instances."""
+    wanted = {f"order-{n:03d}": n for n in range(1, count + 1)}
+    backend = open_cli_backend(store, options, writes=True, create=True)
     async with backend:
+        present = sorted(set(wanted) & set(await backend.list_snapshots()))
+        if present and not replace:
+            names = ", ".join(present[:3]) + (", ..." if len(present) > 3 else "")
+            raise ConflictError(
+                f"store {store.url} already holds {len(present)} of the demo's instances ({names}): "
+                "give --replace to overwrite them, or another --store"
+            )
         client = Client(backend, [FLOW])
-        for n in range(1, count + 1):
-            ids[await client.submit(FLOW, n, instance_id=f"order-{n:03d}", if_exists="replace")] = n
-    return ids
+        for instance_id, n in wanted.items():
+            await client.submit(FLOW, n, instance_id=instance_id, if_exists="replace" if replace else "error")
+    return wanted
 
 
-async def _outcomes(store: str, options: dict[str, Any], ids: dict[str, int], wait: float) -> dict[str, str]:
+async def _outcomes(
+    store: StoreChoice, options: dict[str, Any], ids: dict[str, int], wait: float
+) -> dict[str, str]:
     """Per instance: ``ok``, or what is wrong with it; waits up to ``wait`` s for stragglers."""
     deadline = time.monotonic() + wait
     backend = open_cli_backend(store, options, writes=False)
@@ -235,14 +248,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name in ("instances", "workers", "concurrency"):
         if getattr(args, name) < 1:
             raise InvalidArgumentError(f"--{name} must be >= 1")
+    if args.workers == 1 and not args.no_kill:
+        raise InvalidArgumentError(
+            "--workers 1 leaves nobody to take over from the worker the demo kills: "
+            "give --workers 2 or more, or --no-kill"
+        )
     if args.lease <= 0 or args.work < 0:
         raise InvalidArgumentError("--lease must be > 0 and --work >= 0")
-    if args.store is not None and args.store.lower().startswith("memory://"):
+    # A bad URL is refused before anything is created.
+    if args.store is not None and split_store_url(args.store)[0] == "memory":
         raise InvalidArgumentError("memory:// lives inside one process; the demo's workers are processes")
     options = parse_options(args.option)
     created = args.store is None
     base = Path(tempfile.mkdtemp(prefix="objstore-wfp-demo-"))
-    store = str(base / "store") if created else args.store
+    store = StoreChoice(str(base / "store") if created else args.store, "--store")
     # Piped output has no width; keep summary lines whole rather than wrapped at 80 columns.
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 110)
     events = base / "events"
@@ -250,7 +269,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         summary = _run_demo(args, store, options, events, console)
     finally:
-        shutil.rmtree(events, ignore_errors=True)
+        # In a folder of its own the demo keeps the workers' event logs: who ran what.
         if not created:
             shutil.rmtree(base, ignore_errors=True)
     if args.json:
@@ -258,19 +277,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         _print_summary(console, summary)
     if created:
-        console.print(f"\nThe store is kept: objstore-wfp ls --store {store}", highlight=False)
+        console.print(
+            f"\nThe store is kept: objstore-wfp ls --store {store.url}\n"
+            f"Who ran what, as JSON lines per worker: {events}",
+            highlight=False,
+        )
     return 0 if summary["instances_completed"] == summary["instances"] else 1
 
 
 def _run_demo(
-    args: argparse.Namespace, store: str, options: dict[str, Any], events: Path, console: Any
+    args: argparse.Namespace, store: StoreChoice, options: dict[str, Any], events: Path, console: Any
 ) -> dict[str, Any]:
     """Submit, start the workers, follow them, kill one, stop them all; return the summary."""
     from rich.live import Live
 
     header = (
         f"objstore-wfp demo: {args.instances} x '{FLOW.name}' ({TASKS_PER_INSTANCE} tasks, fork/join), "
-        f"{args.workers} worker processes x {args.concurrency}, lease {args.lease:g}s\nstore: {store}"
+        f"{args.workers} worker processes running up to {args.concurrency} tasks each, "
+        f"lease {args.lease:g}s\nstore: {store.url}"
     )
     workers: list[WorkerProcess] = []
     live: Live | None = None
@@ -282,7 +306,7 @@ def _run_demo(
             console.print(stamped, highlight=False)
 
     started = time.monotonic()
-    ids = asyncio.run(_submit(store, options, args.instances))
+    ids = asyncio.run(_submit(store, options, args.instances, args.replace))
     run = DemoRun(ids, started)
     try:
         for k in range(1, args.workers + 1):
@@ -319,7 +343,7 @@ def _run_demo(
             live.update(_render(run, workers, header))
             live.stop()
     outcomes = asyncio.run(_outcomes(store, options, ids, wait=5))
-    return _summary(run, workers, outcomes, store)
+    return _summary(run, workers, outcomes, store.url)
 
 
 def _maybe_kill(run: DemoRun, workers: list[WorkerProcess], say: Any, window: float) -> None:
@@ -393,7 +417,11 @@ def _print_summary(console: Any, s: dict[str, Any]) -> None:
         (
             "instances completed",
             f"{s['instances_completed']}/{s['instances']}"
-            + (" (every output checked)" if ok else f"  problems: {s['problems']}"),
+            + (
+                " (every output checked)"
+                if ok
+                else "; not completed: " + ", ".join(f"{i} ({why})" for i, why in s["problems"].items())
+            ),
         ),
         ("tasks recorded", str(s["tasks_recorded"])),
         ("task executions", str(s["task_executions"])),

@@ -1,90 +1,209 @@
-"""Argument parsing and error reporting for ``objstore-wfp``."""
+"""Argument parsing, error reporting and exit codes for ``objstore-wfp``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import IntEnum
+from typing import Any, NoReturn
 
 from objstore_wfp import __version__
-from objstore_wfp.cli.store import STORE_ENV, default_store
-from objstore_wfp.errors import BackendError
+from objstore_wfp.cli.store import DEFAULT_STORE, STORE_ENV, choose_store
+from objstore_wfp.errors import (
+    BackendError,
+    CannotCancelError,
+    ClaimLostError,
+    ConflictError,
+    InvalidArgumentError,
+    NotFoundError,
+    SerializationError,
+)
 from objstore_wfp.runtime.errors import FlowDefinitionError
 
 PROG = "objstore-wfp"
+#: Set to 1 to get the traceback of an internal error (a bug) instead of one line.
+DEBUG_ENV = "OBJSTORE_WFP_DEBUG"
+
+
+class ExitCode(IntEnum):
+    """What the process's exit status means; ``docs/runtime.md`` and ``--help`` list them."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    CONFLICT = 4
+    INTERNAL = 70
+    INTERRUPTED = 130
+
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    done
+  1    failed: the store is unreachable, refused (ignores conditional writes, missing extra)
+       or holds an unreadable object; the demo did not complete every instance
+  2    bad usage: unknown command or option, bad value (URL, id, duration, --flow, -o)
+  3    not found: no store at that path, no such instance or claim
+  4    conflict: the instance's state or the store's contents forbid it (cancel a completed
+       instance; a demo over existing instances without --replace)
+  70   internal error (a bug: please report it; OBJSTORE_WFP_DEBUG=1 shows the traceback)
+  130  interrupted
+With --json, an error is one JSON object on stderr: {"error": ..., "type": ..., "exit_code": ...}."""
+
+#: The first match decides: subclasses before their bases.
+_EXIT_BY_ERROR: tuple[tuple[type[BaseException], ExitCode], ...] = (
+    (InvalidArgumentError, ExitCode.USAGE),
+    (FlowDefinitionError, ExitCode.USAGE),
+    (NotFoundError, ExitCode.NOT_FOUND),
+    (ConflictError, ExitCode.CONFLICT),
+    (CannotCancelError, ExitCode.CONFLICT),
+    (ClaimLostError, ExitCode.CONFLICT),
+    (BackendError, ExitCode.FAILED),
+    (OSError, ExitCode.FAILED),
+)
+
+
+class UsageError(Exception):
+    """A command line argparse refused; ``prog`` is the (sub)command it was parsing."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(f"{message} (see '{prog} --help')")
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the usage and exits; the CLI reports usage errors like any other error
+    # (one line, or a JSON object with --json).
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self.prog, message)
+
+
+def _subcommand(
+    sub: Any, name: str, summary: str, parents: list[argparse.ArgumentParser], details: str = ""
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        parents=parents,
+        help=summary,
+        description=summary[0].upper() + summary[1:] + "." + (f"\n\n{details}" if details else ""),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
 
 
 def _parser() -> argparse.ArgumentParser:
+    # --store defaults to None and is resolved when a command runs (choose_store): the parser
+    # must not bake in the environment, and demo's "no --store" means a fresh folder.
     store = argparse.ArgumentParser(add_help=False)
     store.add_argument(
         "--store",
-        default=default_store(),
         metavar="URL",
-        help=f"a path, file://, memory://, s3://, gs://, az:// (default: ${STORE_ENV} or ./wfp-data)",
+        help=f"a path, file://, memory://, s3://, gs://, az:// (default: ${STORE_ENV} or {DEFAULT_STORE})",
     )
-    store.add_argument(
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
         "-o",
         "--option",
         action="append",
         metavar="KEY=VALUE",
         help="storage option passed to fsspec (repeatable), e.g. -o endpoint_url=http://127.0.0.1:9000",
     )
-    store.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    options.add_argument(
+        "--json", action="store_true", help="print JSON instead of tables (errors: one JSON object on stderr)"
+    )
+    common = [store, options]
 
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Inspect and run workflows persisted on local disk or object storage."
+    parser = _Parser(
+        prog=PROG,
+        description="Inspect and run workflows persisted on local disk or object storage.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser(
-        "demo", parents=[store], help="run the demo: workers share workflows, one is killed mid-task"
+    demo = _subcommand(
+        sub,
+        "demo",
+        "run the demo: workers share workflows, one is killed mid-task and another takes over",
+        common,
+        "Without --store the demo uses a fresh temporary folder and prints where it is "
+        f"(${STORE_ENV} is not used: the demo\nwrites only into a store named on its command line).",
     )
-    demo.set_defaults(store=None)
     demo.add_argument("--instances", type=int, default=12, help="workflow instances (default 12)")
-    demo.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
-    demo.add_argument("--concurrency", type=int, default=2, help="tasks per worker at once (default 2)")
+    demo.add_argument("--workers", type=int, default=4, help="worker processes, at least 2 (default 4)")
+    demo.add_argument("--concurrency", type=int, default=2, help="tasks each worker runs at once (default 2)")
     demo.add_argument("--lease", type=float, default=3.0, help="claim TTL in seconds (default 3)")
     demo.add_argument("--work", type=float, default=0.4, help="mean simulated work per task, s (default 0.4)")
     demo.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
     demo.add_argument("--no-kill", action="store_true", help="do not kill a worker")
-    demo.epilog = "Without --store the demo uses a fresh temporary folder and prints where it is."
+    demo.add_argument(
+        "--replace", action="store_true", help="overwrite the demo's order-NNN instances if --store has them"
+    )
 
-    ls = sub.add_parser("ls", parents=[store], help="list workflow instances")
+    ls = _subcommand(sub, "ls", "list workflow instances", common)
     ls.add_argument(
         "--state", choices=["in_progress", "completed", "failed", "cancelled"], help="only this state"
     )
 
-    show = sub.add_parser("show", parents=[store], help="show one instance: state, results, claims")
+    show = _subcommand(
+        sub,
+        "show",
+        "show one instance: state, input, output, task results, claims",
+        common,
+        "A finished instance's snapshot does not list its tasks: its results are found through its\n"
+        "flow (the demo's is built in; give others with --flow).",
+    )
     show.add_argument("instance_id")
+    show.add_argument(
+        "--flow", action="append", metavar="MODULE:ATTR", help="flow(s) whose task results to look up"
+    )
 
-    claims = sub.add_parser("claims", parents=[store], help="list live task claims")
+    claims = _subcommand(sub, "claims", "list live task claims", common)
     claims.add_argument("--instance", help="only claims of this instance")
     claims.add_argument("--all", action="store_true", help="include expired claims nobody took over")
 
-    find = sub.add_parser("find", parents=[store], help="list tasks available to workers")
+    find = _subcommand(sub, "find", "list tasks available to workers now", common)
     find.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
 
-    cancel = sub.add_parser("cancel", parents=[store], help="cancel an instance")
+    cancel = _subcommand(sub, "cancel", "cancel an instance", common)
     cancel.add_argument("instance_id")
     cancel.add_argument("--reason", default="cancelled from the command line")
 
-    gc = sub.add_parser("gc", parents=[store], help="delete finished instances older than a given age")
+    gc = _subcommand(sub, "gc", "delete finished instances last updated longer ago than --older-than", common)
     gc.add_argument("--older-than", default="7d", metavar="AGE", help="e.g. 45s, 30m, 12h, 7d (default 7d)")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
 
-    repair = sub.add_parser("repair", parents=[store], help="mend what crashed writers left (index, orphans)")
+    repair = _subcommand(
+        sub, "repair", "mend what crashed writers left: missing index entries, orphans", common
+    )
     repair.add_argument(
         "--grace", default="10m", metavar="AGE", help="leave younger orphans alone (default 10m)"
     )
 
-    probe = sub.add_parser("probe", parents=[store], help="check that a store enforces conditional writes")
-    probe.add_argument("url", help="the store URL to probe")
+    probe = _subcommand(
+        sub,
+        "probe",
+        "check that a store enforces create-if-absent, compare-and-swap and conditional delete",
+        [options],
+        "Writes and deletes a few objects under _probe/ in the store. A local folder must exist.",
+    )
+    probe.add_argument("url", metavar="URL", help="the store to probe")
 
-    worker = sub.add_parser(
-        "worker", parents=[store], help="run a worker for flows given as module:attribute"
+    worker = _subcommand(
+        sub,
+        "worker",
+        "run a worker for flows given as module:attribute",
+        common,
+        "Modules are imported with the current directory on the path. SIGTERM stops it gracefully.",
     )
     worker.add_argument(
         "--flow", action="append", required=True, metavar="MODULE:ATTR", help="flow(s) to run"
@@ -117,23 +236,100 @@ def _dispatch(args: argparse.Namespace) -> int:
     return int(asyncio.run(handler(args)))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; user mistakes and store failures print one line to stderr and give a
-    non-zero exit code (2 for bad usage, 1 otherwise, 130 when interrupted)."""
-    args = _parser().parse_args(argv)
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """The exit code of an error the CLI reports; :attr:`ExitCode.INTERNAL` for anything else."""
+    for kind, code in _EXIT_BY_ERROR:
+        if isinstance(exc, kind):
+            return code
+    return ExitCode.INTERNAL
+
+
+def _message(exc: BaseException, args: argparse.Namespace | None) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, BackendError):
+        text = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+    else:
+        text = str(exc) or type(exc).__name__
+    if isinstance(exc, SerializationError) and args is not None and args.choice is not None:
+        # The backend names the object by its key; the store tells where that key lives.
+        text = f"in store {args.choice.url}: {text}"
+    if exit_code_for(exc) is ExitCode.INTERNAL:
+        text = (
+            f"internal error (a bug, please report it; {DEBUG_ENV}=1 shows where): "
+            f"{type(exc).__name__}: {text}"
+        )
+    return " ".join(text.split())
+
+
+def _report(message: str, code: ExitCode, kind: str, as_json: bool, prog: str = PROG) -> None:
+    if as_json:
+        doc = {"error": message, "type": kind, "exit_code": int(code)}
+        sys.stderr.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    else:
+        sys.stderr.write(f"{prog}: error: {message}\n")
+
+
+class _WarningFormatter(logging.Formatter):
+    def __init__(self, as_json: bool) -> None:
+        super().__init__()
+        self.as_json = as_json
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = " ".join(record.getMessage().split())
+        return json.dumps({"warning": message}) if self.as_json else f"{PROG}: warning: {message}"
+
+
+@contextmanager
+def _warnings_to_stderr(as_json: bool) -> Iterator[None]:
+    """The library's warnings (e.g. an unreadable claim skipped) as one line each, in the
+    format of the command's errors; without a handler Python would print bare messages."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_WarningFormatter(as_json))
+    logger = logging.getLogger("objstore_wfp")
+    logger.addHandler(handler)
     try:
-        return _dispatch(args)
-    except (BackendError, FlowDefinitionError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command and return its exit code (:class:`ExitCode`). Every error is one line
+    on stderr (``objstore-wfp: error: ...``), or with ``--json`` one JSON object
+    ``{"error": str, "type": str, "exit_code": int}``; nothing ends in a traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        # Keys from a foreign store may hold undecodable bytes (surrogates): print, don't crash.
+        reconfigure(errors="backslashreplace")
+    args: argparse.Namespace | None = None
+    try:
+        parser = _parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # Name the subcommand whose --help lists what it takes (argparse names the top one).
+            raise UsageError(f"{PROG} {args.command}", f"unrecognized arguments: {' '.join(extra)}")
+        command_store = "store" in args and args.command != "demo"
+        args.choice = choose_store(args.store) if command_store else None
+        with _warnings_to_stderr(as_json):
+            return _dispatch(args)
+    except UsageError as exc:
+        _report(str(exc), ExitCode.USAGE, "UsageError", as_json, exc.prog)
+        return ExitCode.USAGE
+    except SystemExit as exc:  # --help and --version
+        return int(exc.code or 0)
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, and keep Python from complaining
         # about flushing stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except OSError as exc:
-        print(f"{PROG}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        _report("interrupted", ExitCode.INTERRUPTED, "KeyboardInterrupt", as_json)
+        return ExitCode.INTERRUPTED
+    except Exception as exc:
+        code = exit_code_for(exc)
+        if code is ExitCode.INTERNAL and os.environ.get(DEBUG_ENV) == "1":
+            traceback.print_exc()
+        _report(_message(exc, args), code, type(exc).__name__, as_json)
+        return code

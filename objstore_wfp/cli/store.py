@@ -1,9 +1,10 @@
-"""Opening the store a CLI invocation names."""
+"""Which store a CLI invocation names, and opening it."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,21 +12,48 @@ from objstore_wfp.backends.objectstore import ObjectStoreBackend
 from objstore_wfp.errors import InvalidArgumentError, NotFoundError
 from objstore_wfp.stores.base import ConditionalStore
 from objstore_wfp.stores.counting import CountingStore
-from objstore_wfp.stores.urls import open_store
+from objstore_wfp.stores.urls import local_folder, open_store
 
-#: Where the commands look when neither ``--store`` nor this variable says otherwise.
+#: Where the commands look when ``--store`` is not given.
 STORE_ENV = "OBJSTORE_WFP_STORE"
+#: Where they look when neither ``--store`` nor :data:`STORE_ENV` says otherwise.
 DEFAULT_STORE = "./wfp-data"
 
 
-def default_store() -> str:
-    return os.environ.get(STORE_ENV) or DEFAULT_STORE
+@dataclass(frozen=True)
+class StoreChoice:
+    """The store URL a command uses and where it came from, for error messages."""
+
+    url: str
+    #: ``"--store"``, ``"$OBJSTORE_WFP_STORE"`` or ``"default"``.
+    source: str
+
+    def missing(self, folder: str) -> NotFoundError:
+        """The error for a local store folder that does not exist."""
+        hint = {
+            "--store": "check --store",
+            "default": f"the default store: give --store URL or set {STORE_ENV}; "
+            "'objstore-wfp demo' prints where its store is",
+        }.get(self.source, f"check {self.source}")
+        return NotFoundError(f"no store at {folder}: the folder does not exist ({hint})")
+
+
+def choose_store(given: str | None) -> StoreChoice:
+    """``--store`` if given, else ``$OBJSTORE_WFP_STORE`` if set and not empty, else
+    ``./wfp-data``. Reads the environment when called, not when the parser is built."""
+    if given is not None:
+        return StoreChoice(given, "--store")
+    from_env = os.environ.get(STORE_ENV)
+    if from_env:
+        return StoreChoice(from_env, f"${STORE_ENV}")
+    return StoreChoice(DEFAULT_STORE, "default")
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     """``KEY=VALUE`` pairs -> storage options. ``true``/``false`` become booleans and a value
     starting with ``{`` or ``[`` is JSON (``client_kwargs={"region_name": "eu-west-1"}``); every
-    other value stays a string.
+    other value stays a string. Raises :class:`InvalidArgumentError` for a pair without ``=``
+    or with bad JSON.
 
     >>> parse_options(["endpoint_url=http://127.0.0.1:9000", "anon=true", 'client_kwargs={"a": 1}'])
     {'endpoint_url': 'http://127.0.0.1:9000', 'anon': True, 'client_kwargs': {'a': 1}}
@@ -45,30 +73,24 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
-def local_root(url: str) -> Path | None:
-    """The folder of a local-disk URL (a plain path or ``file://``), else ``None``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return Path(url).expanduser()
-    return Path(rest).expanduser() if scheme.lower() in ("file", "local") else None
-
-
-def open_cli_store(url: str, options: dict[str, Any], *, must_exist: bool) -> ConditionalStore:
-    """The store for ``url``; with ``must_exist`` a missing local folder is an error rather
-    than silently created, so a mistyped path does not look like an empty store."""
-    root = local_root(url)
-    if must_exist and root is not None and not root.is_dir():
-        raise NotFoundError(f"no store at {root} (give --store, or run 'objstore-wfp demo' first)")
-    return open_store(url, **options)
+def open_cli_store(choice: StoreChoice, options: dict[str, Any], *, create: bool = False) -> ConditionalStore:
+    """The store ``choice`` names. A local folder that does not exist is a
+    :class:`NotFoundError` unless ``create``: a mistyped path must not look like an empty store,
+    nor leave a new folder behind. Raises what :func:`open_store` raises for a bad URL."""
+    folder = local_folder(choice.url)
+    if not create and folder is not None and not Path(folder).expanduser().is_dir():
+        raise choice.missing(folder)
+    return open_store(choice.url, **options)
 
 
 def open_cli_backend(
-    url: str, options: dict[str, Any], *, writes: bool, count: bool = False
+    choice: StoreChoice, options: dict[str, Any], *, writes: bool, create: bool = False, count: bool = False
 ) -> ObjectStoreBackend:
     """The backend for a command. Read-only commands skip the conditional-write probe (they
     take no claims and must work with read-only credentials); writing ones probe the store once.
-    With ``count`` the store is wrapped in a :class:`CountingStore` (``backend.store``)."""
-    store = open_cli_store(url, options, must_exist=not writes)
+    ``create`` as for :func:`open_cli_store`. With ``count`` the store is wrapped in a
+    :class:`CountingStore` (``backend.store``)."""
+    store = open_cli_store(choice, options, create=create)
     if count:
         store = CountingStore(store)
     return ObjectStoreBackend(store, verify_conditional_writes=writes)

@@ -5,40 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import json
 import os
-import sys
 from datetime import timedelta
 from typing import Any, TextIO
 
+from objstore_wfp.cli.flows import load_flows
 from objstore_wfp.cli.output import print_json
 from objstore_wfp.cli.store import open_cli_backend, parse_options
 from objstore_wfp.errors import InvalidArgumentError
 from objstore_wfp.runtime import Flow, Worker, WorkerEvent
 from objstore_wfp.stores.counting import CountingStore
-
-
-def load_flows(specs: list[str]) -> list[Flow]:
-    """Import ``package.module:attribute`` specs; the attribute is a Flow or a list of Flows.
-    The current directory is importable, as with ``python -m``, so project modules are found."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    flows: list[Flow] = []
-    for spec in specs:
-        module_name, sep, attribute = spec.partition(":")
-        if not sep or not module_name or not attribute:
-            raise InvalidArgumentError(f"--flow must look like package.module:attribute, got {spec!r}")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise InvalidArgumentError(f"--flow {spec}: cannot import {module_name!r}: {exc}") from None
-        value = getattr(module, attribute, None)
-        found: list[Any] = list(value) if isinstance(value, (list, tuple)) else [value]
-        if not found or not all(isinstance(f, Flow) for f in found):
-            raise InvalidArgumentError(f"--flow {spec}: {attribute!r} is not a Flow or a list of Flows")
-        flows.extend(f for f in found if isinstance(f, Flow))
-    return flows
 
 
 class EventLog:
@@ -79,7 +56,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 async def _work(args: argparse.Namespace, flows: list[Flow], out: TextIO | None) -> int:
-    backend = open_cli_backend(args.store, parse_options(args.option), writes=True, count=True)
+    backend = open_cli_backend(args.choice, parse_options(args.option), writes=True, count=True)
     store = backend.store
     assert isinstance(store, CountingStore)
     lease = timedelta(seconds=args.lease)

@@ -39,10 +39,25 @@ def loads(data: bytes, name: str) -> JSON:
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        if not _is_utf8(data):
+            # orjson's own words for this ("str is not valid UTF-8: surrogates not allowed")
+            # describe its internals, not the object.
+            raise SerializationError(
+                f"{name}: not valid JSON: {len(data)} bytes that are not UTF-8 text "
+                "(damaged, or written by another program)"
+            ) from None
         raise SerializationError(f"{name}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise SerializationError(f"{name}: expected a JSON object, got {type(doc).__name__}")
     return doc
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class Reader:

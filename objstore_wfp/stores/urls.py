@@ -16,6 +16,49 @@ _CLOUD_SCHEMES = {
     "abfs": "azure",
     "abfss": "azure",
 }
+_LOCAL_SCHEMES = ("file", "local")
+_KNOWN_SCHEMES = (*_LOCAL_SCHEMES, "memory", *_CLOUD_SCHEMES)
+
+
+def split_store_url(url: str) -> tuple[str, str]:
+    """``(scheme, rest)`` of a store URL: the scheme lower-cased (``file`` for a plain path),
+    ``rest`` what follows ``://`` (a folder, a memory name, ``bucket/prefix``).
+
+    Raises :class:`InvalidArgumentError` for an empty URL, ``file://`` without a folder, a cloud
+    URL without a bucket or container (``s3:///prefix``) and a path that looks like a URL with
+    one slash (``s3:/bucket``); :class:`UnsupportedStoreError` for an unknown scheme.
+
+    >>> split_store_url("S3://bucket/wf")
+    ('s3', 'bucket/wf')
+    >>> split_store_url("./wfp-data")
+    ('file', './wfp-data')
+    >>> split_store_url("s3:///wf")
+    Traceback (most recent call last):
+    ...
+    objstore_wfp.errors.InvalidArgumentError: 's3:///wf' names no bucket: write s3://BUCKET/prefix
+    """
+    if not isinstance(url, str) or not url:
+        raise InvalidArgumentError(f"store URL must be a non-empty str, got {url!r}")
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        head, colon, _ = url.partition(":")
+        if colon and head.lower() in _KNOWN_SCHEMES:
+            raise InvalidArgumentError(f"{url!r} is not a URL: write {head}://... (two slashes)")
+        return "file", url
+    scheme = scheme.lower()
+    if scheme in _LOCAL_SCHEMES and not rest:
+        raise InvalidArgumentError(f"{url!r} names no folder: write {scheme}:///absolute/path")
+    kind = _CLOUD_SCHEMES.get(scheme)
+    if kind is None and scheme not in (*_LOCAL_SCHEMES, "memory"):
+        raise UnsupportedStoreError(
+            f"no store for {scheme}:// (use a path, file://, memory://, s3://, gs:// or az://)"
+        )
+    if kind is not None and not rest.partition("/")[0]:
+        container = "container" if kind == "azure" else "bucket"
+        raise InvalidArgumentError(
+            f"{url!r} names no {container}: write {scheme}://{container.upper()}/prefix"
+        )
+    return scheme, rest
 
 
 def open_store(url: str, **storage_options: Any) -> ConditionalStore:
@@ -23,18 +66,16 @@ def open_store(url: str, **storage_options: Any) -> ConditionalStore:
     ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``az://container/prefix``.
 
     Storage options go to the cloud filesystem (s3fs, gcsfs, adlfs) unchanged; local disk and
-    memory take none.
+    memory take none. Errors: those of :func:`split_store_url`; :class:`InvalidArgumentError`
+    for storage options given to a local or memory store; :class:`UnsupportedStoreError` when
+    the cloud store's extra is not installed.
 
     >>> open_store("memory://doctest").url
     'memory://doctest'
     """
-    if not isinstance(url, str) or not url:
-        raise InvalidArgumentError(f"store URL must be a non-empty str, got {url!r}")
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "file", url
-    scheme = scheme.lower()
-    if scheme in ("file", "local", "memory"):
+    scheme, rest = split_store_url(url)
+    kind = _CLOUD_SCHEMES.get(scheme)
+    if kind is None:
         if storage_options:
             raise InvalidArgumentError(
                 f"{scheme}:// takes no storage options, got {', '.join(sorted(storage_options))}"
@@ -46,11 +87,6 @@ def open_store(url: str, **storage_options: Any) -> ConditionalStore:
         from objstore_wfp.stores.local import LocalStore
 
         return LocalStore(rest)
-    kind = _CLOUD_SCHEMES.get(scheme)
-    if kind is None:
-        raise UnsupportedStoreError(
-            f"no store for {scheme}:// (use a path, file://, memory://, s3://, gs:// or az://)"
-        )
     try:
         if kind == "s3":
             from objstore_wfp.stores.s3 import S3Store
@@ -64,7 +100,17 @@ def open_store(url: str, **storage_options: Any) -> ConditionalStore:
 
         return AzureBlobStore(rest, **storage_options)
     except ImportError as exc:
-        extra = {"s3": "s3", "gcs": "gcs", "azure": "azure"}[kind]
         raise UnsupportedStoreError(
-            f"{scheme}:// needs the '{extra}' extra: pip install 'objstore-wfp[{extra}]' ({exc})"
+            f"{scheme}:// needs the '{kind}' extra: pip install 'objstore-wfp[{kind}]' ({exc})"
         ) from exc
+
+
+def local_folder(url: str) -> str | None:
+    """The folder of a local-disk URL (a plain path, ``file://`` or ``local://``), else ``None``.
+    Raises what :func:`split_store_url` raises.
+
+    >>> local_folder("file:///srv/wf"), local_folder("memory://x")
+    ('/srv/wf', None)
+    """
+    scheme, rest = split_store_url(url)
+    return rest if scheme in _LOCAL_SCHEMES else None

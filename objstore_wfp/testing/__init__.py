@@ -26,7 +26,8 @@ sequences compared step by step with :class:`~objstore_wfp.InMemoryBackend` on t
 run many examples on one backend and empty it between examples with ``list_snapshots`` and
 ``delete_snapshot``. The tests are ``async`` and marked for pytest-asyncio, so they run in
 its strict mode too (then use ``@pytest_asyncio.fixture`` for an async fixture, as above).
-Requirements: ``pytest``, ``pytest-asyncio`` and ``hypothesis`` (the ``test`` extra).
+Requirements: ``pytest``, ``pytest-asyncio`` and ``hypothesis``: the ``conformance`` extra,
+``pip install 'objstore-wfp[conformance]'``.
 
 The suite checks the operations table and the guarantees of ``docs/contract.md`` that one
 process can observe, plus the choices recorded in ``docs/semantics.md``. Failures say which
@@ -34,6 +35,13 @@ rule broke. To skip a test your backend cannot pass yet, override it in the subc
 ``pytest.mark.skip`` and say why; do not weaken it.
 """
 
-from objstore_wfp.testing.conformance import BackendConformance
+try:
+    from objstore_wfp.testing.conformance import BackendConformance
+except ImportError as exc:
+    if exc.name not in ("pytest", "pytest_asyncio", "hypothesis"):
+        raise
+    raise ImportError(
+        f"objstore_wfp.testing needs {exc.name}: pip install 'objstore-wfp[conformance]'", name=exc.name
+    ) from exc
 
 __all__ = ["BackendConformance"]
