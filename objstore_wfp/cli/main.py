@@ -47,8 +47,8 @@ class ExitCode(IntEnum):
 EXIT_CODES_HELP = """\
 exit codes:
   0    done
-  1    failed: the store is unreachable, refused (ignores conditional writes, missing extra)
-       or holds an unreadable object; the demo did not complete every instance
+  1    failed: the store is unreachable or refused (ignores conditional writes, missing
+       extra, unknown URL scheme) or holds an unreadable object; the demo did not complete
   2    bad usage: unknown command or option, bad value (URL, id, duration, --flow, -o)
   3    not found: no store at that path, no such instance or claim
   4    conflict: the instance's state or the store's contents forbid it (cancel a completed
