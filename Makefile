@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test check lint typecheck services bench clean
+.PHONY: venv demo test check lint typecheck services bench bench-peers clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ test: venv services lint typecheck
 
 bench: venv services
 	$(BIN)/python -m benchmarks
+
+## Our runtime side by side with sayiir 1.0 on PostgreSQL (benchmarks/peers.py); not in `make test`.
+bench-peers: venv services
+	$(BIN)/pip install -q -e ".[peers]"
+	$(BIN)/python -m benchmarks.peers
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

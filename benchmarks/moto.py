@@ -30,6 +30,8 @@ REGION = "us-east-1"
 @dataclass(frozen=True)
 class Moto:
     url: str
+    #: The server's process (and process group) id, to read its CPU time.
+    pid: int = 0
 
     def storage_options(self) -> dict[str, Any]:
         return {
@@ -56,7 +58,8 @@ class Moto:
         return name
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -83,7 +86,7 @@ def moto_server() -> Iterator[Moto]:
             raise RuntimeError("moto_server not found: pip install 'moto[server]'")
         binary = Path(found)
     workdir = Path(tempfile.mkdtemp(prefix="objstore-wfp-bench-moto-"))
-    port = _free_port()
+    port = free_port()
     with (workdir / "moto.log").open("wb") as log:
         process = subprocess.Popen(
             [str(binary), "-H", "127.0.0.1", "-p", str(port)],
@@ -99,17 +102,24 @@ def moto_server() -> Iterator[Moto]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"moto_server did not start: {(workdir / 'moto.log').read_text()[-2000:]}")
             time.sleep(0.1)
-        yield Moto(url)
+        yield Moto(url, process.pid)
     finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_group(process)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def stop_group(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Signal a server started with ``start_new_session=True`` and its helpers, then kill the
+    group if it lingers for 10 seconds."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 async def count_http(store: Any) -> Counter[str]:

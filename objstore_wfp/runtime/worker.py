@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 #: Largest batch a worker asks ``find_available_tasks`` for when skipping tasks of unknown flows.
 MAX_FIND_LIMIT = 256
+#: An idle worker's poll interval grows to at most this multiple of ``poll_interval`` by default
+#: (four doublings), see ``Worker(max_poll_interval=...)``.
+MAX_POLL_FACTOR = 16
 
 
 def default_worker_id() -> str:
@@ -63,13 +66,44 @@ class _Failure:
     error: str
 
 
+class _PollBackoff:
+    """The wait before the next poll: ``base`` seconds after a poll that found work or a finished
+    task, doubling with every poll that found nothing, up to ``cap``. An idle fleet then lists
+    the store once per ``cap`` per worker instead of once per ``base``.
+
+    >>> backoff = _PollBackoff(1.0, 5.0)
+    >>> [backoff.after_poll(found=False) for _ in range(5)]
+    [1.0, 2.0, 4.0, 5.0, 5.0]
+    >>> backoff.after_poll(found=True), backoff.after_poll(found=False)
+    (1.0, 2.0)
+    """
+
+    def __init__(self, base: float, cap: float) -> None:
+        self.base, self.cap = base, cap
+        self.current = base
+
+    def after_poll(self, *, found: bool) -> float:
+        if found:
+            self.current = self.base
+        delay = self.current
+        self.current = min(self.cap, self.current * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.base
+
+
 class Worker:
     """Runs tasks of ``flows`` stored in ``backend``.
 
     - ``concurrency``: tasks run at once by this worker.
     - ``lease``: the claim's TTL; ``heartbeat`` (default a third of it) is how often it is renewed.
       If the worker dies, another takes the task over once the lease has expired.
-    - ``poll_interval``: seconds between polls while there is no work.
+    - ``poll_interval``: seconds between polls while there is no work. Each poll that finds
+      nothing doubles the wait, up to ``max_poll_interval`` seconds (default 16 times
+      ``poll_interval``); it is back at ``poll_interval`` as soon as a poll finds work or a task
+      finishes. Work that appears in an idle store waits up to ``max_poll_interval`` to be
+      picked up. Set both equal to poll at a fixed rate.
     - ``retry``: attempts and backoff for a failing task; then the workflow is marked ``Failed``.
     - ``sweep_interval``: how often ``run_forever`` repairs workflows whose result was recorded by
       a worker that died before advancing them (see :meth:`sweep`).
@@ -93,6 +127,7 @@ class Worker:
         lease: timedelta = timedelta(seconds=30),
         heartbeat: timedelta | None = None,
         poll_interval: float = 1.0,
+        max_poll_interval: float | None = None,
         retry: RetryPolicy | None = None,
         codec: Codec | None = None,
         sweep_interval: float = 600.0,
@@ -105,6 +140,14 @@ class Worker:
         if lease <= timedelta(0):
             raise ValueError(f"lease must be positive, got {lease}")
         heartbeat = heartbeat if heartbeat is not None else lease / 3
+        if not poll_interval > 0:
+            raise ValueError(f"poll_interval must be positive, got {poll_interval}")
+        if max_poll_interval is None:
+            max_poll_interval = poll_interval * MAX_POLL_FACTOR
+        if max_poll_interval < poll_interval:
+            raise ValueError(
+                f"max_poll_interval ({max_poll_interval}) must be at least poll_interval ({poll_interval})"
+            )
         if not timedelta(0) < heartbeat < lease:
             raise ValueError(f"heartbeat ({heartbeat}) must be positive and shorter than the lease ({lease})")
         self.backend = backend
@@ -116,6 +159,8 @@ class Worker:
         self.lease = lease
         self.heartbeat = heartbeat
         self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self._backoff = _PollBackoff(poll_interval, max_poll_interval)
         self.retry = retry or RetryPolicy()
         self.codec: Codec = codec or JsonCodec()
         self.sweep_interval = sweep_interval
@@ -146,6 +191,11 @@ class Worker:
         """Work until :meth:`stop` (by default also on SIGTERM or SIGINT); return the number of
         tasks completed. A second signal abandons in-flight tasks at once."""
         return await self._run(until_idle=False, handle_signals=handle_signals)
+
+    @property
+    def poll_delay(self) -> float:
+        """Seconds the worker will wait after its next poll if that poll finds nothing."""
+        return self._backoff.current
 
     def stop(self) -> None:
         """Stop claiming new tasks and let in-flight ones finish (``shutdown_grace``); a second
@@ -225,11 +275,13 @@ class Worker:
                             last_sweep = time.monotonic()
                             await self.sweep()
                     # Wake on a finished task (its successor may now be ready), the stop signal,
-                    # or after poll_interval when slots are free and the last poll came up short.
-                    timeout = self.poll_interval if len(found) < free else None
+                    # or, when slots are free and the last poll came up short, after the backoff.
+                    timeout = self._backoff.after_poll(found=bool(found)) if len(found) < free else None
                     done, _ = await asyncio.wait(
                         {*self._inflight, stop_waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                     )
+                    if done - {stop_waiter}:
+                        self._backoff.reset()
                     completed += self._harvest(done)
                 if self._inflight:
                     done, _ = await asyncio.wait(self._inflight, timeout=self.shutdown_grace)
