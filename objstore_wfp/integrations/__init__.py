@@ -1,0 +1,1 @@
+"""Adapters that put other frameworks' persistence on our conditional stores."""
