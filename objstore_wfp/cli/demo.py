@@ -244,7 +244,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from rich.console import Console
     except ImportError:
-        raise InvalidArgumentError("the demo needs rich: pip install 'objstore-wfp[cli]'") from None
+        raise ImportError("the demo needs rich: pip install 'objstore-wfp[cli]'", name="rich") from None
     for name in ("instances", "workers", "concurrency"):
         if getattr(args, name) < 1:
             raise InvalidArgumentError(f"--{name} must be >= 1")
