@@ -293,8 +293,8 @@ def _run_demo(
 
     header = (
         f"objstore-wfp demo: {args.instances} x '{FLOW.name}' ({TASKS_PER_INSTANCE} tasks, fork/join), "
-        f"{args.workers} worker processes running up to {args.concurrency} tasks each, "
-        f"lease {args.lease:g}s\nstore: {store.url}"
+        f"lease {args.lease:g}s\nworkers: {args.workers} processes, each running up to "
+        f"{args.concurrency} tasks at once\nstore: {store.url}"
     )
     workers: list[WorkerProcess] = []
     live: Live | None = None
