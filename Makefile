@@ -2,26 +2,43 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# pip >= 21.3 installs a pyproject-only package in editable mode; newer is faster.
+PIP_MIN := pip>=23
 
 .PHONY: venv demo test check lint typecheck services bench bench-peers clean
 
+# The demo needs the package and rich only: no cloud SDKs, test servers or linters.
+$(VENV)/.installed-demo: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "== installing objstore-wfp[cli] (the package and rich) into $(VENV)"
+	@$(BIN)/pip install -q --disable-pip-version-check "$(PIP_MIN)"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[cli]"
+	@touch $@
+
+# Everything: the cloud stores' SDKs, the demo, and what tests, lint and type checks need.
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[s3,gcs,azure,cli,test]"
-	touch $@
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "== installing objstore-wfp[s3,gcs,azure,cli,test] into $(VENV) (1-2 minutes on a fresh machine)"
+	@$(BIN)/pip install -q --disable-pip-version-check "$(PIP_MIN)"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[s3,gcs,azure,cli,test]"
+	@touch $@ $(VENV)/.installed-demo
 
 venv: $(VENV)/.installed
 
 ## The demo: many workers share workflows on local disk; one is killed and another takes over.
-demo: venv
+demo: $(VENV)/.installed-demo
 	$(BIN)/objstore-wfp demo
 
 ## External servers the tests use (moto, LocalStack, Azurite, fake-gcs-server, Redis, PostgreSQL).
+## Each script says what it installs first, and how long it took after.
 services: venv
-	@for script in scripts/services/install-*.sh; do \
-		[ -e "$$script" ] || continue; \
-		echo "== $$script"; VENV=$(VENV) bash "$$script" || exit 1; \
+	@scripts="$$(ls scripts/services/install-*.sh 2>/dev/null)"; \
+	total=$$(echo $$scripts | wc -w); n=0; \
+	for script in $$scripts; do \
+		n=$$((n + 1)); start=$$(date +%s); \
+		echo "== [$$n/$$total] $$script: $$(sed -n '2s/^# //p' "$$script")"; \
+		VENV=$(VENV) bash "$$script" || exit 1; \
+		echo "   done in $$(($$(date +%s) - start)) s"; \
 	done
 
 lint: venv

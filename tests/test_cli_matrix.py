@@ -417,7 +417,7 @@ def test_a_new_user_runs_the_demo_then_looks_around(tmp_path: Path) -> None:
     who ran what."""
     demo = _run(["demo", "--instances", "2", "--workers", "2", "--work", "0.1", "--lease", "1"], tmp_path)
     assert demo.returncode == 0, demo.stderr
-    assert "worker processes running up to 2 tasks each" in demo.stdout
+    assert "workers: 2 processes, each running up to 2 tasks at once" in demo.stdout
     store = re.search(r"objstore-wfp ls --store (\S+)", demo.stdout)
     events = re.search(r"Who ran what, as JSON lines per worker: (\S+)", demo.stdout)
     assert store and events, demo.stdout

@@ -244,7 +244,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from rich.console import Console
     except ImportError:
-        raise InvalidArgumentError("the demo needs rich: pip install 'objstore-wfp[cli]'") from None
+        raise ImportError("the demo needs rich: pip install 'objstore-wfp[cli]'", name="rich") from None
     for name in ("instances", "workers", "concurrency"):
         if getattr(args, name) < 1:
             raise InvalidArgumentError(f"--{name} must be >= 1")
@@ -293,8 +293,8 @@ def _run_demo(
 
     header = (
         f"objstore-wfp demo: {args.instances} x '{FLOW.name}' ({TASKS_PER_INSTANCE} tasks, fork/join), "
-        f"{args.workers} worker processes running up to {args.concurrency} tasks each, "
-        f"lease {args.lease:g}s\nstore: {store.url}"
+        f"lease {args.lease:g}s\nworkers: {args.workers} processes, each running up to "
+        f"{args.concurrency} tasks at once\nstore: {store.url}"
     )
     workers: list[WorkerProcess] = []
     live: Live | None = None

@@ -67,6 +67,8 @@ _EXIT_BY_ERROR: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (ClaimLostError, ExitCode.CONFLICT),
     (BackendError, ExitCode.FAILED),
     (OSError, ExitCode.FAILED),
+    # An extra that is not installed (the demo without rich).
+    (ImportError, ExitCode.FAILED),
 )
 
 
