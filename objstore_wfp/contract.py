@@ -1,16 +1,18 @@
 """``PersistentBackend``: the one async interface every backend implements.
 
-The authoritative semantics live in ``docs/contract.md``; :mod:`objstore_wfp.testing` checks
-them. Every method validates its identifiers before any I/O and raises only
+The semantics live in ``docs/semantics.md`` and the README's guarantees;
+:mod:`objstore_wfp.testing` checks them. Every method validates its identifiers before any I/O and raises only
 :class:`~objstore_wfp.errors.BackendError` subclasses.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
 
+from objstore_wfp.errors import ConflictError, NotFoundError
 from objstore_wfp.model import AvailableTask, CancellationRequest, TaskClaim, WorkflowSnapshot
 
 
@@ -106,6 +108,57 @@ class PersistentBackend(ABC):
     async def check_and_cancel(self, instance_id: str, interrupted_at_task: str | None = None) -> bool:
         """If a request is pending and the instance is in progress, atomically make it
         ``Cancelled`` (keeping completed tasks), clear the request and return ``True``."""
+
+    # -- optional capabilities, with honest defaults -----------------------------------------
+    #: Whether :meth:`create_snapshot` is one atomic create-if-absent. The default is not, so
+    #: callers that need exactly-one-creator (``Client.submit``) serialise creators themselves.
+    supports_create: bool = False
+
+    async def create_snapshot(self, snapshot: WorkflowSnapshot) -> str:
+        """Save ``snapshot`` as a new instance; ``ConflictError`` if the id exists. The default
+        checks, then saves: atomic only where ``supports_create`` is true."""
+        try:
+            await self.load_snapshot(snapshot.instance_id)
+        except NotFoundError:
+            return await self.save_snapshot(snapshot)
+        raise ConflictError(f"instance {snapshot.instance_id!r} already exists")
+
+    async def record_and_advance(
+        self,
+        claim: TaskClaim,
+        output: bytes,
+        advance: Callable[[WorkflowSnapshot], bool],
+        *,
+        reserve: timedelta | None = None,
+    ) -> tuple[WorkflowSnapshot, str | None]:
+        """Record ``output`` for ``claim``'s task (fenced by the claim; an output already
+        recorded by another execution wins and is kept), then let ``advance`` move the workflow
+        and save it by compare-and-swap. Returns the saved snapshot and a task it made ready that
+        the caller may claim next (``None`` if none). ``reserve`` (seconds as a ``timedelta``)
+        asks the backend to keep that task out of other workers' polls for that long, where it
+        can. Raises ``ClaimLostError``, ``NotFoundError``, and ``ConflictError`` when the
+        instance is final without this task's output.
+
+        The default is :meth:`save_task_result` followed by a load/advance/save loop (two
+        writes); a backend may do both in one atomic write.
+        """
+        from objstore_wfp.runtime.cas import update_snapshot
+
+        before: set[str] = set()
+        try:
+            await self.save_task_result(claim.instance_id, claim.task_id, output, claim=claim)
+        except ConflictError:
+            if await self.load_task_result(claim.instance_id, claim.task_id) is None:
+                raise
+
+        def mutate(snapshot: WorkflowSnapshot) -> bool:
+            before.clear()
+            before.update(snapshot.available_task_ids())
+            return advance(snapshot)
+
+        snapshot = await update_snapshot(self, claim.instance_id, mutate)
+        fresh = [t for t in snapshot.available_task_ids() if t not in before]
+        return snapshot, (fresh[0] if fresh and not snapshot.is_terminal else None)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def close(self) -> None:

@@ -1,16 +1,21 @@
-"""The key layout of the object-store backend: a public, versioned format.
+"""The key layout of the object-store backend: a public, versioned format (layout 2).
 
 All keys are relative to the backend's root prefix::
 
-    snapshots/<I>.json                       one snapshot per instance, with its recorded results
-    blobs/<I>/<nonce>.bin                    outputs/inputs above the inline limit (raw bytes)
-    claims/<I>/<T>.json                      the lease of one task (kept after release: it holds the token)
-    cancels/<I>.json                         a pending cancellation request
-    ready/<p>/<ready-us>.<nonce>/<I>/<T>     ready index: one entry per task a worker may pick up
+    objstore-wfp.json                            marker: {"layout": 2}, written on first use
+    snapshots/<I>.json                           one per instance: state, results, ready tasks,
+                                                 fences, cancellation request, incarnation
+    blobs/<I>/<inc>/<ms>.<nonce>.bin             inputs/outputs above the inline limit (raw bytes)
+    claims/<I>/<T>.json                          the lease of one task; outlives release and
+                                                 delete: it holds the fencing-token high-water mark
+    ready/<p>/<due-us>.<kind><nonce>/<I>/<T>     ready index: hints of tasks a worker may pick up
 
-``<I>`` and ``<T>`` are encoded instance and task ids (:func:`encode_id`); ``<p>`` is the priority
-(1..5); ``<ready-us>`` is the 16-digit microsecond time the task became ready. A LIST of
-``ready/`` therefore returns work in dispatch order: most urgent first, then oldest.
+``<I>`` and ``<T>`` are encoded instance and task ids (:func:`encode_id`); ``<inc>`` is the
+incarnation (16 hex digits, new each time the snapshot is created where none exists); ``<p>`` is
+the priority (1..5); ``<due-us>`` is the 16-digit microsecond time from which the entry is due.
+A LIST of ``ready/`` returns work in dispatch order: most urgent first, then oldest. ``<kind>``
+is ``r`` for an entry a snapshot write made when the task became ready (its slot is recorded in
+the snapshot), ``l`` for one a lease placed at its expiry (the task was claimed: check the claim).
 """
 
 from __future__ import annotations
@@ -25,12 +30,19 @@ MAX_READABLE = 180
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-.")
 _HASHED_PREFIX = "~~"
 
+#: The layout this release reads and writes; the marker object names it.
+LAYOUT_VERSION = 2
+MARKER = "objstore-wfp.json"
 SNAPSHOTS = "snapshots/"
 BLOBS = "blobs/"
 CLAIMS = "claims/"
-CANCELS = "cancels/"
 READY = "ready/"
 JSON_SUFFIX = ".json"
+#: Entry kinds: made by a snapshot write when the task became ready, or placed by a lease.
+FRESH = "r"
+LEASED = "l"
+#: The due time of an entry whose lease never expires (a claim without TTL): year 2286.
+NEVER_US = 9_999_999_999_999_999
 
 
 def encode_id(value: str) -> str:
@@ -97,17 +109,17 @@ def claim_key(instance: str, task: str) -> str:
     return f"{CLAIMS}{instance}/{task}{JSON_SUFFIX}"
 
 
-def cancel_key(instance: str) -> str:
-    return f"{CANCELS}{instance}{JSON_SUFFIX}"
+def blob_key(instance: str, incarnation: str, name: str) -> str:
+    return f"{BLOBS}{instance}/{incarnation}/{name}.bin"
 
 
-def blob_key(instance: str, nonce: str) -> str:
-    return f"{BLOBS}{instance}/{nonce}.bin"
+def blob_prefix(instance: str, incarnation: str | None = None) -> str:
+    return f"{BLOBS}{instance}/" if incarnation is None else f"{BLOBS}{instance}/{incarnation}/"
 
 
-def ready_slot(priority: int, ready_us: int, nonce: str) -> str:
-    """The part of a ready entry's key that orders it: ``<p>/<ready-us>.<nonce>``."""
-    return f"{priority}/{ready_us:016d}.{nonce}"
+def ready_slot(priority: int, due_us: int, kind: str, nonce: str) -> str:
+    """The part of a ready entry's key that orders it: ``<p>/<due-us>.<kind><nonce>``."""
+    return f"{priority}/{min(max(due_us, 0), NEVER_US):016d}.{kind}{nonce}"
 
 
 def ready_key(slot: str, instance: str, task: str) -> str:
@@ -116,14 +128,20 @@ def ready_key(slot: str, instance: str, task: str) -> str:
 
 @dataclass(frozen=True)
 class ReadyEntry:
+    key: str
     slot: str
     instance: str  # encoded
     task: str  # encoded
     priority: int
-    ready_us: int
+    due_us: int
+    kind: str
+
+    @property
+    def leased(self) -> bool:
+        return self.kind == LEASED
 
 
-_READY_RE = re.compile(r"^ready/([1-5])/(\d{16})\.([0-9a-f]+)/([^/]+)/([^/]+)$")
+_READY_RE = re.compile(r"^ready/([1-5])/(\d{16})\.([rl])([0-9a-f]+)/([^/]+)/([^/]+)$")
 
 
 def parse_ready_key(key: str) -> ReadyEntry | None:
@@ -131,8 +149,13 @@ def parse_ready_key(key: str) -> ReadyEntry | None:
     m = _READY_RE.match(key)
     if m is None:
         return None
-    priority, us, nonce, instance, task = m.groups()
-    return ReadyEntry(f"{priority}/{us}.{nonce}", instance, task, int(priority), int(us))
+    priority, us, kind, nonce, instance, task = m.groups()
+    return ReadyEntry(key, f"{priority}/{us}.{kind}{nonce}", instance, task, int(priority), int(us), kind)
+
+
+def slot_kind(slot: str) -> str:
+    """``FRESH`` or ``LEASED`` for a slot made by :func:`ready_slot`."""
+    return slot.rpartition(".")[2][:1]
 
 
 def instance_from_snapshot_key(key: str) -> str | None:

@@ -334,21 +334,49 @@ class Worker:
 
     # -- one task ------------------------------------------------------------------------------
     async def _process(self, task: AvailableTask) -> int:
-        """Claim, run, record, advance, release; return 1 if the task ended recorded."""
+        """Claim a found task and run it, then keep going down its chain while each finished
+        step makes one next task ready (claimed directly: no poll, no read); return how many
+        tasks ended recorded."""
         found = self._step_for(task)
         if found is None:
             return 0
-        flow, step = found
-        iid, tid = task.instance_id, task.task_id
+        flow, _ = found
+        claim = await self._claim(task.instance_id, task.task_id)
+        data = task.input
+        completed = 0
+        while claim is not None:
+            done, after = await self._execute(flow, claim, data)
+            completed += done
+            if after is None or self._stop_requested():
+                break
+            snapshot, next_task = after
+            claim = await self._claim(snapshot.instance_id, next_task)
+            data = snapshot.task_input()
+        return completed
+
+    def _stop_requested(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    async def _claim(self, instance_id: str, task_id: str) -> TaskClaim | None:
         try:
-            claim = await self.backend.claim_task(iid, tid, self.worker_id, self.lease)
+            return await self.backend.claim_task(instance_id, task_id, self.worker_id, self.lease)
         except BackendError as exc:
-            log.warning("worker %s: claiming %s/%s failed: %s", self.worker_id, iid, tid, exc)
+            log.warning("worker %s: claiming %s/%s failed: %s", self.worker_id, instance_id, task_id, exc)
             # Hold the slot for a poll interval so a failing store is not hammered in a loop.
             await asyncio.sleep(self.poll_interval)
-            return 0
-        if claim is None:
-            return 0
+            return None
+
+    async def _execute(
+        self, flow: Flow, claim: TaskClaim, data: bytes | None
+    ) -> tuple[int, tuple[WorkflowSnapshot, str] | None]:
+        """Run one claimed task, record its output and advance the workflow in one write.
+        Returns (1 if the task ended recorded, else 0) and, when the write made a task ready
+        that this worker may run next, the saved snapshot and that task's id."""
+        iid, tid = claim.instance_id, claim.task_id
+        step = flow.task(tid)
+        if step is None:
+            await self._release(iid, tid)
+            return 0, None
         lease = _Lease(claim)
         holding = True
         try:
@@ -358,48 +386,52 @@ class Worker:
                 # first claims (token 1) skip this read. Advancing is idempotent and cheap here.
                 await update_snapshot(self.backend, iid, lambda s: self._advance(flow, s))
                 self._emit("released", iid, tid, token=claim.token, detail="already recorded")
-                return 0
+                return 0, None
             self.stats.claimed += 1
             if claim.token > 1:
                 self.stats.takeovers += 1
             self._emit("claimed", iid, tid, token=claim.token)
-            outcome = await self._run_leased(lease, step, task.input)
+            outcome = await self._run_leased(lease, step, data)
             if lease.lost is not None:
                 holding = False
                 self.stats.lost += 1
                 self._emit("lost", iid, tid, token=claim.token, detail=lease.lost)
-                return 0
+                return 0, None
             if lease.cancelled:
                 self._emit("cancelled", iid, tid, token=claim.token)
-                return 0
+                return 0, None
             if isinstance(outcome, _Failure):
                 await self._fail(iid, tid, outcome.error)
-                return 0
+                return 0, None
             try:
-                await self.backend.save_task_result(iid, tid, outcome, claim=lease.claim)
+                snapshot, next_task = await self.backend.record_and_advance(
+                    lease.claim, outcome, lambda s: self._advance(flow, s), reserve=self.lease
+                )
             except ClaimLostError as exc:
                 holding = False
                 self.stats.lost += 1
                 self._emit("lost", iid, tid, token=claim.token, detail=str(exc))
-                return 0
+                return 0, None
             except ConflictError:
-                if await self.backend.load_task_result(iid, tid) is None:
-                    # Nothing recorded yet the result is refused: the workflow became final.
-                    self._emit("cancelled", iid, tid, token=claim.token, detail="workflow is final")
-                    return 0
+                # Nothing recorded for this task and the workflow is final (cancelled or failed).
+                self._emit("cancelled", iid, tid, token=claim.token, detail="workflow is final")
+                return 0, None
+            # The task is done: its claim lapses instead of costing a release write.
+            holding = False
+            recorded = snapshot.completed_tasks.get(tid)
+            if recorded is not None and recorded.output != outcome:
                 self.stats.duplicates += 1
                 self._emit("duplicate", iid, tid, token=claim.token)
             else:
                 self.stats.recorded += 1
                 self._emit("recorded", iid, tid, token=claim.token)
-            await update_snapshot(self.backend, iid, lambda s: self._advance(flow, s))
-            return 1
+            return 1, (None if next_task is None else (snapshot, next_task))
         except asyncio.CancelledError:
             self._emit("released", iid, tid, token=claim.token, detail="worker shutting down")
             raise
         except BackendError as exc:
             log.warning("worker %s: task %s/%s: %s", self.worker_id, iid, tid, exc)
-            return 0
+            return 0, None
         finally:
             if holding:
                 await self._release(iid, tid)

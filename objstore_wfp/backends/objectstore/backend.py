@@ -1,0 +1,563 @@
+"""``ObjectStoreBackend``: the contract over any :class:`ConditionalStore`, as a thin facade.
+
+The protocol (layout 2, ``docs/object-store.md``) lives in the modules beside this one: the
+documents (:mod:`.documents`), the one compare-and-swap loop (:mod:`.cas`), blobs, claims, the
+ready index, whole-state writes (:mod:`.writes`) and repair. Every change to a snapshot is a
+compare-and-swap whose decision is taken on the copy it replaces, so fencing, first-wins results,
+terminal states and incarnations hold atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from objstore_wfp.backends import layout
+from objstore_wfp.backends.objectstore.blobs import Blobs
+from objstore_wfp.backends.objectstore.cas import UNREAD, Keep, Write, compare_and_swap
+from objstore_wfp.backends.objectstore.claims import Claims
+from objstore_wfp.backends.objectstore.documents import Snapshot, cancel_to_json, marker, marker_layout, same
+from objstore_wfp.backends.objectstore.ready import STALE_GRACE, ReadyIndex
+from objstore_wfp.backends.objectstore.repair import RepairReport, repair
+from objstore_wfp.backends.objectstore.snapshots import Snapshots
+from objstore_wfp.backends.objectstore.writes import Composer
+from objstore_wfp.backends.validation import (
+    check_claim_for,
+    check_duration,
+    check_ids,
+    check_limit,
+    check_optional_task_id,
+    check_output,
+    check_snapshot,
+    check_text,
+)
+from objstore_wfp.clock import Clock, SystemClock
+from objstore_wfp.contract import PersistentBackend
+from objstore_wfp.errors import (
+    CannotCancelError,
+    ClaimLostError,
+    ConflictError,
+    NotFoundError,
+    SerializationError,
+    UnsupportedStoreError,
+)
+from objstore_wfp.ids import validate_id
+from objstore_wfp.model import (
+    AvailableTask,
+    CancellationRequest,
+    Cancelled,
+    TaskClaim,
+    WorkflowSnapshot,
+)
+from objstore_wfp.model.codec import state_to_json
+from objstore_wfp.stores.base import ConditionalStore, StoredObject
+
+log = logging.getLogger(__name__)
+
+#: Outputs and inputs larger than this (bytes) live in their own ``blobs/`` objects.
+INLINE_LIMIT = 256 * 1024
+
+
+class ObjectStoreBackend(PersistentBackend):
+    """The contract over a conditional object store: local disk, ``memory://``, S3, GCS, Azure.
+
+    >>> import asyncio
+    >>> from datetime import timedelta
+    >>> from objstore_wfp import AtTask, WorkflowSnapshot
+    >>> async def main():
+    ...     async with ObjectStoreBackend.from_url("memory://doctest-backend") as backend:
+    ...         snap = WorkflowSnapshot("order/1", "flow-v1", initial_input=b"in")
+    ...         snap.update_position(AtTask("charge"))
+    ...         await backend.save_snapshot(snap)
+    ...         claim = await backend.claim_task("order/1", "charge", "w1", timedelta(seconds=30))
+    ...         rival = await backend.claim_task("order/1", "charge", "w2", timedelta(seconds=30))
+    ...         await backend.save_task_result("order/1", "charge", b"paid", claim=claim)
+    ...         return claim.token, rival, await backend.list_snapshots()
+    >>> asyncio.run(main())
+    (1, None, ['order/1'])
+    """
+
+    supports_create = True
+
+    def __init__(
+        self,
+        store: ConditionalStore,
+        *,
+        clock: Clock | None = None,
+        inline_limit: int = INLINE_LIMIT,
+        verify_conditional_writes: bool = True,
+    ) -> None:
+        """``verify_conditional_writes=False`` skips the store probe: only for stores you know
+        enforce conditional writes, since claims are only as exclusive as the store makes them.
+        Raises ``ValueError`` for a negative or non-int ``inline_limit`` (bytes)."""
+        if isinstance(inline_limit, bool) or not isinstance(inline_limit, int) or inline_limit < 0:
+            raise ValueError(f"inline_limit must be an int >= 0, got {inline_limit!r}")
+        self.store = store
+        self._clock = clock or SystemClock()
+        self._blobs = Blobs(store, inline_limit)
+        self._snapshots = Snapshots(store, self._blobs)
+        self._index = ReadyIndex(store, self._snapshots)
+        self._claims = Claims(store, self._clock, self._snapshots, self._index)
+        self._verify = verify_conditional_writes
+        self._opened = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        clock: Clock | None = None,
+        inline_limit: int = INLINE_LIMIT,
+        verify_conditional_writes: bool = True,
+        **storage_options: Any,
+    ) -> ObjectStoreBackend:
+        """Open the store a URL names (see :func:`objstore_wfp.stores.urls.open_store`); storage
+        options go to fsspec unchanged. The store is probed once, before the first operation."""
+        from objstore_wfp.stores.urls import open_store
+
+        return cls(
+            open_store(url, **storage_options),
+            clock=clock,
+            inline_limit=inline_limit,
+            verify_conditional_writes=verify_conditional_writes,
+        )
+
+    async def verify_store(self) -> None:
+        """Probe the store now (otherwise the first operation does); raises
+        ``UnsupportedStoreError`` for a store that ignores preconditions."""
+        from objstore_wfp.stores.probe import probe_store
+
+        await probe_store(self.store)
+        self._verify = False
+
+    async def _ready(self) -> None:
+        if self._opened:
+            return
+        if self._verify:
+            await self.verify_store()
+        await self._check_layout()
+        self._opened = True
+
+    async def _check_layout(self) -> None:
+        """Refuse a store written in another layout; mark a new one with ours (one GET, and one
+        PUT the first time)."""
+        found = await self.store.get(layout.MARKER)
+        if found is None:
+            async for _ in self.store.list(layout.SNAPSHOTS):
+                raise SerializationError(
+                    f"{self.store.url}: written with layout 1 (no {layout.MARKER}); this release reads "
+                    f"layout {layout.LAYOUT_VERSION}: migrate or use a new prefix"
+                )
+            await self.store.put_if_absent(layout.MARKER, marker())
+            return
+        written = marker_layout(found, layout.MARKER)
+        if written != layout.LAYOUT_VERSION:
+            raise SerializationError(
+                f"{self.store.url}: written with layout {written!r}; this release reads layout "
+                f"{layout.LAYOUT_VERSION}"
+            )
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    # -- whole snapshots ---------------------------------------------------------------------
+    async def save_snapshot(self, snapshot: WorkflowSnapshot) -> str:
+        check_snapshot(snapshot)
+        await self._ready()
+        return await self._write_snapshot(snapshot, create_only=False)
+
+    async def create_snapshot(self, snapshot: WorkflowSnapshot) -> str:
+        """Save ``snapshot`` as a new instance (a new incarnation): ``ConflictError`` if one
+        exists. Two writes: the first task's index entry, then the snapshot (create-if-absent)."""
+        check_snapshot(snapshot)
+        await self._ready()
+        return await self._write_snapshot(snapshot, create_only=True)
+
+    async def _write_snapshot(self, snapshot: WorkflowSnapshot, *, create_only: bool) -> str:
+        instance = layout.encode_id(snapshot.instance_id)
+        composer = Composer(self._blobs, self._index, instance)
+
+        async def decide(found: StoredObject | None) -> Write[tuple[bytes, Snapshot | None]]:
+            old = self._parse_for_overwrite(found, instance, snapshot)
+            if create_only and found is not None:
+                raise ConflictError(f"instance {snapshot.instance_id!r} already exists")
+            if old is not None and old.terminal:
+                raise ConflictError(f"instance {snapshot.instance_id!r} is {old.state}; its state is final")
+            if snapshot.version is not None and (found is None or found.version != snapshot.version):
+                raise ConflictError(
+                    f"instance {snapshot.instance_id!r} moved since version {snapshot.version!r}"
+                )
+            data, _, _ = await composer.compose(snapshot, old, self._clock.now())
+            return Write(data, (data, old))
+
+        known = self._snapshots.known(instance) if snapshot.version is not None else UNREAD
+        if create_only:
+            known = None
+        try:
+            (data, old), version = await compare_and_swap(
+                self.store,
+                layout.snapshot_key(instance),
+                decide,
+                known=known,
+                what=f"instance {snapshot.instance_id!r}",
+            )
+        except BaseException:
+            await self._index.delete_quietly(composer.entries)
+            await composer.drop_unused_blobs(None)
+            raise
+        assert version is not None
+        written = self._snapshots.parse(StoredObject(data, version), instance)
+        assert written is not None
+        await self._after_write(composer, old, written)
+        snapshot.version = version
+        return version
+
+    def _parse_for_overwrite(
+        self, found: StoredObject | None, instance: str, snapshot: WorkflowSnapshot
+    ) -> Snapshot | None:
+        try:
+            return self._snapshots.parse(found, instance)
+        except SerializationError:
+            if snapshot.version is not None:
+                raise
+            log.warning("overwriting unreadable snapshot of %r", snapshot.instance_id)
+            return None
+
+    async def _after_write(self, composer: Composer, old: Snapshot | None, written: Snapshot) -> None:
+        """Entries go only after the write that stops referencing them (crash safety)."""
+        stale = composer.leftovers(written.ready)
+        if old is not None:
+            stale += [
+                layout.ready_key(slot, written_key_instance(written), layout.encode_id(t))
+                for t, slot in old.ready.items()
+                if written.ready.get(t) != slot
+            ]
+        await self._index.delete_quietly(stale)
+        await composer.drop_unused_blobs(written.doc)
+
+    async def load_snapshot(self, instance_id: str) -> WorkflowSnapshot:
+        check_ids(instance_id)
+        await self._ready()
+        return await self._snapshots.materialize(await self._snapshots.read_existing(instance_id))
+
+    async def delete_snapshot(self, instance_id: str) -> None:
+        """Delete the snapshot (conditionally on the copy read, where the store can), then what
+        belonged to that incarnation: its index entries and blob folder. Claim objects stay as
+        token high-water marks, released (each conditionally on the copy read); a claim of a
+        deleted incarnation is dead anyway."""
+        check_ids(instance_id)
+        await self._ready()
+        instance = layout.encode_id(instance_id)
+        key = layout.snapshot_key(instance)
+        while True:
+            found = await self.store.get(key)
+            if found is None:
+                self._snapshots.forget(key)
+                raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+            try:
+                stored: Snapshot | None = self._snapshots.parse(found, instance)
+            except SerializationError:
+                stored = None  # unreadable: repair() removes what it referenced
+            if await self._delete_version(key, found.version):
+                break
+        self._snapshots.forget(key)
+        if stored is None:
+            return
+        await self._claims.clear(instance, stored.incarnation)
+        await self._index.delete_quietly(
+            layout.ready_key(slot, instance, layout.encode_id(t)) for t, slot in stored.ready.items()
+        )
+        blobs = [o.key async for o in self.store.list(layout.blob_prefix(instance, stored.incarnation))]
+        await self._index.delete_quietly(blobs)
+
+    async def _delete_version(self, key: str, version: str) -> bool:
+        if self.store.supports_conditional_delete:
+            try:
+                return await self.store.delete_if_version(key, version)
+            except UnsupportedStoreError:
+                pass  # an unprobed store just told the adapter it cannot delete conditionally
+        await self.store.delete(key)
+        return True
+
+    async def list_snapshots(self) -> list[str]:
+        await self._ready()
+        ids: list[str] = []
+        async for obj in self.store.list(layout.SNAPSHOTS):
+            instance = layout.instance_from_snapshot_key(obj.key)
+            if instance is None:
+                continue
+            try:
+                decoded = layout.decode_id(instance)
+            except ValueError:
+                continue  # a foreign object: not ours to list
+            if decoded is None:
+                stored = await self._snapshots.read_quietly(instance)
+                if stored is None:
+                    continue
+                decoded = stored.instance_id
+            ids.append(decoded)
+        return sorted(ids)
+
+    # -- task results ------------------------------------------------------------------------
+    async def save_task_result(
+        self, instance_id: str, task_id: str, output: bytes, *, claim: TaskClaim | None = None
+    ) -> None:
+        check_ids(instance_id, task_id)
+        data = check_output(output)
+        check_claim_for(claim, instance_id, task_id)
+        await self._ready()
+        incarnation = await self._claims.incarnation_of(claim) if claim is not None else None
+        instance = layout.encode_id(instance_id)
+        composer = Composer(self._blobs, self._index, instance)
+
+        async def decide(found: StoredObject | None) -> Write[Snapshot | None] | Keep[Snapshot | None]:
+            stored = self._snapshots.parse(found, instance)
+            if stored is None:
+                raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+            if claim is not None and stored.fence_refuses(claim, incarnation):
+                raise _lost(claim)
+            recorded = stored.results.get(task_id)
+            if recorded is not None:
+                if same(recorded, data):
+                    return Keep(None)
+                raise ConflictError(f"task {task_id!r} of {instance_id!r} already has another output")
+            if stored.terminal:
+                raise ConflictError(f"instance {instance_id!r} is {stored.state}; its state is final")
+            value = await composer.stash(stored.incarnation, f"result {task_id}", data, self._clock.now())
+            ready = {t: s for t, s in stored.ready.items() if t != task_id}
+            return Write(stored.encode(results={**stored.results, task_id: value}, ready=ready), stored)
+
+        try:
+            old, version = await compare_and_swap(
+                self.store,
+                layout.snapshot_key(instance),
+                decide,
+                known=self._snapshots.known(instance),
+                what=f"instance {instance_id!r}",
+            )
+        except BaseException:
+            await composer.drop_unused_blobs(None)
+            raise
+        if version is None or old is None:
+            await composer.drop_unused_blobs(None)
+            return
+        self._snapshots.forget(old.key)  # the written bytes are not kept; the next read refreshes
+        if task_id in old.ready:
+            await self._index.delete_quietly(
+                [layout.ready_key(old.ready[task_id], instance, layout.encode_id(task_id))]
+            )
+
+    async def load_task_result(self, instance_id: str, task_id: str) -> bytes | None:
+        check_ids(instance_id, task_id)
+        await self._ready()
+        stored = await self._snapshots.read_existing(instance_id)
+        value = stored.results.get(task_id)
+        return None if value is None else await self._blobs.unstash(value, f"{stored.key} result {task_id!r}")
+
+    async def record_and_advance(
+        self,
+        claim: TaskClaim,
+        output: bytes,
+        advance: Callable[[WorkflowSnapshot], bool],
+        *,
+        reserve: timedelta | None = None,
+    ) -> tuple[WorkflowSnapshot, str | None]:
+        """Record ``output`` for ``claim``'s task and apply ``advance`` in ONE fenced
+        compare-and-swap (see :meth:`PersistentBackend.record_and_advance`). With ``reserve``,
+        the first task the write makes ready is kept out of polls for that long and returned,
+        for the caller to claim next. The claim lapses rather than being released (the task is
+        done; releasing would cost a write)."""
+        check_claim_for(claim, claim.instance_id, claim.task_id)
+        data = check_output(output)
+        await self._ready()
+        incarnation = await self._claims.incarnation_of(claim)
+        instance = layout.encode_id(claim.instance_id)
+        composer = Composer(self._blobs, self._index, instance)
+
+        async def decide(
+            found: StoredObject | None,
+        ) -> Write[tuple[bytes, Snapshot, WorkflowSnapshot, str | None]]:
+            stored = self._snapshots.parse(found, instance)
+            if stored is None:
+                raise NotFoundError(f"no snapshot for instance {claim.instance_id!r}")
+            if stored.fence_refuses(claim, incarnation):
+                raise _lost(claim)
+            if stored.terminal:
+                raise ConflictError(f"instance {claim.instance_id!r} is {stored.state}; its state is final")
+            snapshot = await self._snapshots.materialize(stored)
+            if claim.task_id not in snapshot.completed_tasks:
+                snapshot.mark_task_completed(claim.task_id, data)
+            advance(snapshot)
+            written, _, reserved = await composer.compose(
+                snapshot, stored, self._clock.now(), reserve=reserve
+            )
+            return Write(written, (written, stored, snapshot, reserved))
+
+        try:
+            (written, old, snapshot, reserved), version = await compare_and_swap(
+                self.store,
+                layout.snapshot_key(instance),
+                decide,
+                known=self._snapshots.known(instance),
+                what=f"instance {claim.instance_id!r}",
+            )
+        except BaseException:
+            await self._index.delete_quietly(composer.entries)
+            await composer.drop_unused_blobs(None)
+            raise
+        assert version is not None
+        new = self._snapshots.parse(StoredObject(written, version), instance)
+        assert new is not None
+        leased = self._claims.dismiss(claim)
+        if leased is not None and claim.task_id not in new.ready:
+            await self._index.delete_quietly([leased])
+        await self._after_write(composer, old, new)
+        snapshot.version = version
+        return snapshot, reserved
+
+    # -- claims ------------------------------------------------------------------------------
+    async def claim_task(
+        self, instance_id: str, task_id: str, worker_id: str, ttl: timedelta | None
+    ) -> TaskClaim | None:
+        check_ids(instance_id, task_id, worker_id)
+        check_duration(ttl, "ttl", optional=True)
+        await self._ready()
+        return await self._claims.claim(instance_id, task_id, worker_id, ttl)
+
+    async def release_task_claim(self, instance_id: str, task_id: str, worker_id: str) -> None:
+        check_ids(instance_id, task_id, worker_id)
+        await self._ready()
+        await self._claims.release(instance_id, task_id, worker_id)
+
+    async def extend_task_claim(
+        self, instance_id: str, task_id: str, worker_id: str, additional_duration: timedelta
+    ) -> TaskClaim:
+        check_ids(instance_id, task_id, worker_id)
+        check_duration(additional_duration, "additional_duration")
+        await self._ready()
+        return await self._claims.extend(instance_id, task_id, worker_id, additional_duration)
+
+    async def list_claims(self, instance_id: str | None = None) -> list[TaskClaim]:
+        """Every claim that has a holder (live or expired, not released) in its instance's
+        current incarnation, of one instance or all, sorted by instance and task. Unreadable
+        claim objects are skipped with a warning. Reads every claim object: for tools, not polls."""
+        prefix = layout.CLAIMS
+        if instance_id is not None:
+            check_ids(instance_id)
+            prefix += layout.encode_id(instance_id) + "/"
+        await self._ready()
+        return await self._claims.held(prefix)
+
+    # -- finding work ------------------------------------------------------------------------
+    async def find_available_tasks(self, worker_id: str, limit: int) -> list[AvailableTask]:
+        validate_id(worker_id, "worker_id")
+        check_limit(limit)
+        if limit == 0:
+            return []
+        await self._ready()
+        return await self._index.find(limit, self._clock.now())
+
+    # -- cancellation ------------------------------------------------------------------------
+    async def _update(
+        self, instance_id: str, decide: Callable[[Snapshot], Awaitable[Write[Any] | Keep[Any]]]
+    ) -> tuple[Any, Snapshot | None]:
+        """Read-modify-write of one snapshot by compare-and-swap; ``NotFoundError`` if absent."""
+        instance = layout.encode_id(instance_id)
+        seen: list[Snapshot] = []
+
+        async def step(found: StoredObject | None) -> Write[Any] | Keep[Any]:
+            stored = self._snapshots.parse(found, instance)
+            if stored is None:
+                raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+            seen[:] = [stored]
+            return await decide(stored)
+
+        result, version = await compare_and_swap(
+            self.store,
+            layout.snapshot_key(instance),
+            step,
+            known=self._snapshots.known(instance),
+            what=f"instance {instance_id!r}",
+        )
+        if version is not None:
+            self._snapshots.forget(layout.snapshot_key(instance))
+        return result, (seen[0] if seen and version is not None else None)
+
+    async def request_cancellation(self, instance_id: str, reason: str, requested_by: str) -> None:
+        check_ids(instance_id)
+        check_text(reason, "reason")
+        check_text(requested_by, "requested_by")
+        await self._ready()
+
+        async def decide(stored: Snapshot) -> Write[None] | Keep[None]:
+            if stored.state == "cancelled":
+                return Keep(None)
+            if stored.terminal:
+                raise CannotCancelError(f"instance {instance_id!r} is {stored.state}")
+            request = CancellationRequest(instance_id, reason, requested_by, self._clock.now())
+            return Write(stored.encode(cancel=cancel_to_json(request)), None)
+
+        await self._update(instance_id, decide)
+
+    async def get_cancellation_request(self, instance_id: str) -> CancellationRequest | None:
+        check_ids(instance_id)
+        await self._ready()
+        stored = await self._snapshots.read(layout.encode_id(instance_id))
+        return None if stored is None else stored.cancellation()
+
+    async def clear_cancellation_request(self, instance_id: str) -> None:
+        check_ids(instance_id)
+        await self._ready()
+
+        async def decide(stored: Snapshot) -> Write[None] | Keep[None]:
+            return Keep(None) if stored.cancel is None else Write(stored.encode(cancel=None), None)
+
+        with contextlib.suppress(NotFoundError):  # nothing to clear
+            await self._update(instance_id, decide)
+
+    async def check_and_cancel(self, instance_id: str, interrupted_at_task: str | None = None) -> bool:
+        check_ids(instance_id)
+        check_optional_task_id(interrupted_at_task, "interrupted_at_task")
+        await self._ready()
+        instance = layout.encode_id(instance_id)
+
+        async def decide(stored: Snapshot) -> Write[bool] | Keep[bool]:
+            request = stored.cancellation()
+            if request is None:
+                return Keep(False)
+            if stored.state != "in_progress":
+                return Write(stored.encode(cancel=None), False)
+            # The state's JSON names no results: they stay in the document's "results".
+            state = Cancelled(
+                request.reason, request.requested_by, self._clock.now(), {}, interrupted_at_task
+            )
+            return Write(stored.encode(state=state_to_json(state), ready={}, cancel=None), True)
+
+        cancelled, old = await self._update(instance_id, decide)
+        if cancelled and old is not None:
+            await self._index.delete_quietly(
+                layout.ready_key(s, instance, layout.encode_id(t)) for t, s in old.ready.items()
+            )
+        return bool(cancelled)
+
+    # -- maintenance -------------------------------------------------------------------------
+    async def repair(self, *, grace: timedelta = STALE_GRACE) -> RepairReport:
+        """Mend what crashes between two writes can leave behind; safe to run at any time and
+        against any concurrent operation (it only deletes what it read as unreferenced and
+        older than ``grace``, and never a claim). See :func:`.repair.repair`."""
+        await self._ready()
+        return await repair(self.store, self._snapshots, self._index, self._clock.now(), grace)
+
+
+def _lost(claim: TaskClaim) -> ClaimLostError:
+    return ClaimLostError(
+        f"worker {claim.worker_id!r} no longer holds task {claim.task_id!r} of "
+        f"{claim.instance_id!r} with token {claim.token}"
+    )
+
+
+def written_key_instance(stored: Snapshot) -> str:
+    return layout.encode_id(stored.instance_id)

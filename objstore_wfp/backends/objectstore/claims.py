@@ -1,0 +1,293 @@
+"""Claims: leases with fencing tokens, one object per task, changed only by compare-and-swap.
+
+- Mutual exclusion: the first claim of a task is a create-if-absent; every later one replaces
+  the object it read by compare-and-swap, so of N racing claimers exactly one write succeeds.
+- Tokens never repeat: the object is never deleted (not by release, delete or repair); it is the
+  task's token high-water mark, across incarnations too.
+- Incarnations: a claim records the incarnation of the snapshot it was taken against; for any
+  other incarnation it is dead (free to take over, unable to record).
+- Atomic fencing: a claim that replaces a holding of the same incarnation (a takeover, or a claim
+  after release) publishes its token into the snapshot's ``fences`` before it is returned. Every
+  fenced write is a compare-and-swap of the snapshot that checks the incarnation and the fence,
+  so once the claim is returned no write of an older token can land, however long its writer
+  stalled (Kleppmann, "How to do distributed locking", 2016; SlateDB's writer epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from objstore_wfp.backends import layout
+from objstore_wfp.backends.objectstore.cas import UNREAD, Keep, Write, _Unread, compare_and_swap
+from objstore_wfp.backends.objectstore.documents import ClaimRecord, Snapshot, parse_claim
+from objstore_wfp.backends.objectstore.ready import ReadyIndex
+from objstore_wfp.backends.objectstore.snapshots import Snapshots
+from objstore_wfp.backends.validation import expiry
+from objstore_wfp.clock import Clock
+from objstore_wfp.errors import ClaimLostError, NotFoundError, SerializationError
+from objstore_wfp.model import TaskClaim
+from objstore_wfp.stores.base import ConditionalStore, StoredObject
+
+log = logging.getLogger(__name__)
+
+#: Claims this backend granted and still remembers (so renewals and fenced writes skip a read).
+GRANTS_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A claim this backend wrote: the object as written, and its leased ready entry."""
+
+    stored: StoredObject
+    record: ClaimRecord
+    entry: str | None
+
+
+class Claims:
+    """Claim, renew, release and check the claims of one store."""
+
+    def __init__(
+        self, store: ConditionalStore, clock: Clock, snapshots: Snapshots, index: ReadyIndex
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.snapshots = snapshots
+        self.index = index
+        self._grants: OrderedDict[tuple[str, str], Grant] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- the grant memo ----------------------------------------------------------------------
+    def _grant(self, key: str, worker_id: str) -> Grant | None:
+        with self._lock:
+            return self._grants.get((key, worker_id))
+
+    def _remember(self, key: str, grant: Grant) -> None:
+        assert grant.record.holder is not None
+        with self._lock:
+            self._grants[(key, grant.record.holder)] = grant
+            self._grants.move_to_end((key, grant.record.holder))
+            while len(self._grants) > GRANTS_SIZE:
+                self._grants.popitem(last=False)
+
+    def _forget(self, key: str, worker_id: str) -> Grant | None:
+        with self._lock:
+            return self._grants.pop((key, worker_id), None)
+
+    def _known(self, key: str, worker_id: str) -> StoredObject | _Unread | None:
+        grant = self._grant(key, worker_id)
+        return UNREAD if grant is None else grant.stored
+
+    # -- reading -----------------------------------------------------------------------------
+    async def read(self, key: str) -> ClaimRecord | None:
+        found = await self.store.get(key)
+        return None if found is None else parse_claim(found, key)
+
+    async def _alive(self, instance: str, incarnation: str | None) -> Snapshot | None:
+        """The snapshot of ``incarnation`` if it is current, else ``None``; a cached copy of
+        another incarnation is checked against a fresh read before it is believed."""
+        stored = self.snapshots.cached(instance)
+        if stored is None or stored.incarnation != incarnation:
+            stored = await self.snapshots.read(instance)
+        return stored if stored is not None and stored.incarnation == incarnation else None
+
+    async def incarnation_of(self, claim: TaskClaim) -> str | None:
+        """The incarnation ``claim`` was taken in, if its holder still holds it live; else
+        ``ClaimLostError``. No request when this backend granted the claim itself."""
+        key = _key(claim.instance_id, claim.task_id)
+        grant = self._grant(key, claim.worker_id)
+        now = self.clock.now()
+        mine = grant is not None and grant.record.token == claim.token
+        record = grant.record if grant is not None and mine else await self.read(key)
+        if record is None or not record.holds(claim, now):
+            raise ClaimLostError(
+                f"worker {claim.worker_id!r} no longer holds task {claim.task_id!r} of "
+                f"{claim.instance_id!r} with token {claim.token}"
+            )
+        return record.incarnation
+
+    # -- claiming ----------------------------------------------------------------------------
+    async def claim(
+        self, instance_id: str, task_id: str, worker_id: str, ttl: timedelta | None
+    ) -> TaskClaim | None:
+        instance = layout.encode_id(instance_id)
+        key = _key(instance_id, task_id)
+        try:
+            stored = await self.snapshots.current_or_cached(instance)
+        except SerializationError:
+            stored = None  # an unreadable snapshot offers nothing; the claim binds to nothing
+        incarnation = stored.incarnation if stored is not None else None
+
+        async def decide(found: StoredObject | None) -> Write[ClaimRecord | None] | Keep[ClaimRecord | None]:
+            nonlocal incarnation
+            now = self.clock.now()
+            token = 1
+            if found is not None:
+                old = parse_claim(found, key)
+                if old.live(now):
+                    if old.incarnation in (None, incarnation):
+                        return Keep(None)
+                    # Believe a cached incarnation only after a fresh read: stealing a live
+                    # claim of the current incarnation would break mutual exclusion.
+                    fresh = await self.snapshots.read(instance)
+                    incarnation = fresh.incarnation if fresh is not None else None
+                    if old.incarnation == incarnation:
+                        return Keep(None)
+                token = old.token + 1
+            expires = None if ttl is None else expiry(now, ttl)
+            record = ClaimRecord(instance_id, task_id, incarnation, worker_id, token, now, expires)
+            return Write(record.to_bytes(), record)
+
+        # The first attempt assumes no object (one request when uncontended).
+        record, version = await compare_and_swap(
+            self.store, key, decide, known=None, what=f"claim on task {task_id!r} of {instance_id!r}"
+        )
+        if record is None or version is None:
+            return None
+        written = StoredObject(record.to_bytes(), version)  # bytes only identify: never re-read
+        if record.token > 1 and record.incarnation is not None:
+            stored = await self._publish_fence(instance, record)
+        elif stored is not None and stored.incarnation != record.incarnation:
+            stored = await self.snapshots.read(instance)
+        previous = self._forget(key, worker_id)
+        entry = await self.index.lease(
+            stored if stored is not None and stored.incarnation == record.incarnation else None,
+            instance,
+            task_id,
+            record.expires_at,
+            also=previous.entry if previous else None,
+            now=record.claimed_at,
+        )
+        self._remember(key, Grant(written, record, entry))
+        return record.public()
+
+    async def _publish_fence(self, instance: str, record: ClaimRecord) -> Snapshot | None:
+        """Raise the snapshot's fence for the task to the new token (see the module docstring)."""
+
+        async def decide(found: StoredObject | None) -> Write[None] | Keep[None]:
+            stored = self.snapshots.parse(found, instance)
+            if stored is None or stored.incarnation != record.incarnation:
+                return Keep(None)  # another incarnation: the old holder cannot write there anyway
+            if stored.fences.get(record.task_id, 0) >= record.token:
+                return Keep(None)
+            fences = {**stored.fences, record.task_id: record.token}
+            return Write(stored.encode(fences=fences), None)
+
+        await compare_and_swap(
+            self.store,
+            layout.snapshot_key(instance),
+            decide,
+            known=self.snapshots.known(instance),
+            what=f"fence of task {record.task_id!r} of {record.instance_id!r}",
+        )
+        return await self.snapshots.current_or_cached(instance)
+
+    # -- renewing and releasing --------------------------------------------------------------
+    async def _update_holding(
+        self,
+        instance_id: str,
+        task_id: str,
+        worker_id: str,
+        change: Callable[[ClaimRecord, datetime], ClaimRecord],
+    ) -> tuple[ClaimRecord, str]:
+        instance = layout.encode_id(instance_id)
+        key = _key(instance_id, task_id)
+
+        async def decide(found: StoredObject | None) -> Write[ClaimRecord]:
+            record = None if found is None else parse_claim(found, key)
+            if record is None or record.holder is None:
+                raise NotFoundError(f"no claim on task {task_id!r} of {instance_id!r}")
+            if record.incarnation is not None and await self._alive(instance, record.incarnation) is None:
+                raise NotFoundError(
+                    f"the claim on task {task_id!r} of {instance_id!r} was removed with its instance"
+                )
+            if record.holder != worker_id:
+                raise ClaimLostError(f"task {task_id!r} of {instance_id!r} is held by another worker")
+            updated = change(record, self.clock.now())
+            return Write(updated.to_bytes(), updated)
+
+        record, version = await compare_and_swap(
+            self.store,
+            key,
+            decide,
+            known=self._known(key, worker_id),
+            what=f"claim on task {task_id!r} of {instance_id!r}",
+        )
+        assert version is not None
+        return record, version
+
+    async def extend(
+        self, instance_id: str, task_id: str, worker_id: str, additional: timedelta
+    ) -> TaskClaim:
+        def renewed(record: ClaimRecord, now: datetime) -> ClaimRecord:
+            return replace(record, expires_at=None if record.expires_at is None else expiry(now, additional))
+
+        record, version = await self._update_holding(instance_id, task_id, worker_id, renewed)
+        key = _key(instance_id, task_id)
+        previous = self._grant(key, worker_id)
+        entry = previous.entry if previous is not None and previous.record.token == record.token else None
+        self._remember(key, Grant(StoredObject(record.to_bytes(), version), record, entry))
+        return record.public()
+
+    async def release(self, instance_id: str, task_id: str, worker_id: str) -> None:
+        await self._update_holding(instance_id, task_id, worker_id, lambda record, _: record.released())
+        instance = layout.encode_id(instance_id)
+        grant = self._forget(_key(instance_id, task_id), worker_id)
+        # Claimable at once: put a due entry in place of the leased one (the claim check in
+        # find sees the release).
+        await self.index.lease(
+            await self.snapshots.current_or_cached(instance),
+            instance,
+            task_id,
+            self.clock.now(),
+            also=grant.entry if grant else None,
+        )
+
+    async def clear(self, instance: str, incarnation: str | None) -> None:
+        """Release every holding taken in ``incarnation`` (or before any existed) of a deleted
+        instance, each conditionally on the copy read: a claim that moved meanwhile belongs to
+        someone acting on a newer incarnation and is left alone."""
+        async for obj in self.store.list(f"{layout.CLAIMS}{instance}/"):
+            found = await self.store.get(obj.key)
+            if found is None:
+                continue
+            try:
+                record = parse_claim(found, obj.key)
+            except SerializationError:
+                continue
+            if record.holder is not None and record.incarnation in (None, incarnation):
+                await self.store.put_if_version(obj.key, record.released().to_bytes(), found.version)
+
+    def dismiss(self, claim: TaskClaim) -> str | None:
+        """Forget a grant whose task is finished (its claim just lapses); return its entry."""
+        grant = self._forget(_key(claim.instance_id, claim.task_id), claim.worker_id)
+        return grant.entry if grant is not None else None
+
+    # -- listing -----------------------------------------------------------------------------
+    async def held(self, prefix: str) -> list[TaskClaim]:
+        """Every claim under ``prefix`` that has a holder in its instance's current incarnation."""
+        claims = []
+        async for obj in self.store.list(prefix):
+            try:
+                record = await self.read(obj.key)
+            except SerializationError as exc:
+                log.warning("skipping unreadable claim: %s", exc)
+                continue
+            if record is None or record.holder is None:
+                continue
+            instance = layout.encode_id(record.instance_id)
+            try:
+                alive = await self._alive(instance, record.incarnation) if record.incarnation else None
+            except SerializationError:
+                alive = None
+            if record.incarnation is None or alive is not None:
+                claims.append(record.public())
+        return sorted(claims, key=lambda c: (c.instance_id, c.task_id))
+
+
+def _key(instance_id: str, task_id: str) -> str:
+    return layout.claim_key(layout.encode_id(instance_id), layout.encode_id(task_id))

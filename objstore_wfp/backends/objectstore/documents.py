@@ -1,0 +1,218 @@
+"""The stored documents of layout 2, parsed and encoded without I/O.
+
+A snapshot object holds everything that must change atomically with the workflow's state: the
+state itself, every recorded result, the ready tasks (with the slot of each one's index entry),
+the fencing tokens published by takeovers, the pending cancellation request, and the incarnation.
+A claim object holds one task's lease and its token high-water mark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from objstore_wfp.backends import layout
+from objstore_wfp.errors import InvalidIdentifierError, SerializationError
+from objstore_wfp.ids import validate_id
+from objstore_wfp.model import CancellationRequest, TaskClaim
+from objstore_wfp.model.codec import (
+    JSON,
+    cancellation_from_json,
+    cancellation_to_json,
+    dumps,
+    envelope,
+    iso,
+    loads,
+    open_envelope,
+    opt_iso,
+    unb64,
+)
+from objstore_wfp.stores.base import StoredObject
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+# A byte value is stored inline as base64 text, or as {"blob": key, "size": n, "digest": hex}.
+Stash = str | dict[str, Any]
+
+
+def nonce() -> str:
+    """16 random hex digits: written into every object, so no two writes have equal bytes (an
+    S3 ETag is the MD5 of the bytes: equal bytes would let a stale compare-and-swap succeed)."""
+    return secrets.token_hex(8)
+
+
+def digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def check_stash(value: Any, what: str, key: str) -> Stash:
+    if isinstance(value, str):
+        return value
+    if (
+        isinstance(value, dict)
+        and isinstance(value.get("blob"), str)
+        and isinstance(value.get("size"), int)
+        and isinstance(value.get("digest"), str)
+    ):
+        return value
+    raise SerializationError(f"{key}: {what} must be base64 text or a blob reference")
+
+
+def inline(value: str, what: str) -> bytes:
+    try:
+        return unb64(value)
+    except ValueError:
+        raise SerializationError(f"{what} is not valid base64") from None
+
+
+def same(value: Stash, data: bytes) -> bool:
+    """Whether a stored value holds ``data`` (blobs are compared by size and digest)."""
+    if isinstance(value, str):
+        return inline(value, "value") == data
+    return bool(value["size"] == len(data) and value["digest"] == digest(data))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A parsed snapshot object: its raw JSON plus the parts the protocol reasons about."""
+
+    key: str
+    version: str
+    doc: JSON
+    state: str
+    incarnation: str
+    results: dict[str, Stash]
+    ready: dict[str, str]  # task id -> slot of its fresh index entry
+    fences: dict[str, int]  # task id -> lowest token a fenced write may carry
+    cancel: JSON | None
+    priority: int
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def instance_id(self) -> str:
+        return str(self.doc["instance_id"])
+
+    def cancellation(self) -> CancellationRequest | None:
+        return None if self.cancel is None else cancellation_from_json(self.cancel, self.key)
+
+    def encode(self, **changes: Any) -> bytes:
+        """The document with ``changes`` applied and a fresh nonce, as bytes."""
+        return dumps({**self.doc, **changes, "w": nonce()})
+
+    def fence_refuses(self, claim: TaskClaim, incarnation: str | None) -> bool:
+        """Whether a write fenced by ``claim`` (taken in ``incarnation``) must be refused here:
+        the claim belongs to another incarnation, or a newer holder published its token. (A claim
+        taken before any incarnation existed binds to the first one, as the contract's claims do
+        not depend on the snapshot.)"""
+        if incarnation is not None and incarnation != self.incarnation:
+            return True
+        return claim.token < self.fences.get(claim.task_id, 0)
+
+
+def parse_snapshot(obj: StoredObject, key: str) -> Snapshot:
+    doc = loads(obj.data, key)
+    r = open_envelope(doc, "snapshot", key)
+    try:
+        validate_id(r.text("instance_id"), f"{key}: instance_id")
+    except InvalidIdentifierError as exc:
+        raise SerializationError(str(exc)) from None  # bad stored bytes, not a bad argument
+    results = {t: check_stash(v, f"result {t!r}", key) for t, v in r.obj("results").doc.items()}
+    ready = r.obj("ready").doc
+    if not all(isinstance(v, str) for v in ready.values()):
+        raise SerializationError(f"{key}: field 'ready' must map task ids to strings")
+    fences = r.obj("fences").doc
+    if not all(type(v) is int for v in fences.values()):
+        raise SerializationError(f"{key}: field 'fences' must map task ids to integers")
+    cancel = doc.get("cancel")
+    if cancel is not None:
+        cancellation_from_json(cancel, key)  # validated now: readers must not meet it broken later
+    return Snapshot(
+        key,
+        obj.version,
+        doc,
+        r.obj("state").text("type"),
+        r.text("incarnation"),
+        results,
+        ready,
+        fences,
+        cancel,
+        r.integer("priority"),
+    )
+
+
+def cancel_to_json(request: CancellationRequest) -> JSON:
+    return cancellation_to_json(request)
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    """One task's lease. ``incarnation`` is the snapshot's when the claim was taken (``None``
+    when no snapshot existed): a claim of another incarnation is dead for this one."""
+
+    instance_id: str
+    task_id: str
+    incarnation: str | None
+    holder: str | None
+    token: int
+    claimed_at: datetime
+    expires_at: datetime | None
+
+    def live(self, now: datetime) -> bool:
+        return self.holder is not None and (self.expires_at is None or now < self.expires_at)
+
+    def holds(self, claim: TaskClaim, now: datetime) -> bool:
+        return self.holder == claim.worker_id and self.token == claim.token and self.live(now)
+
+    def released(self) -> ClaimRecord:
+        return replace(self, holder=None)
+
+    def to_bytes(self) -> bytes:
+        return dumps(
+            envelope(
+                "claim",
+                {
+                    "instance_id": self.instance_id,
+                    "task_id": self.task_id,
+                    "incarnation": self.incarnation,
+                    "worker_id": self.holder,
+                    "claimed_at": iso(self.claimed_at),
+                    "expires_at": opt_iso(self.expires_at),
+                    "token": self.token,
+                    "w": nonce(),
+                },
+            )
+        )
+
+    def public(self) -> TaskClaim:
+        assert self.holder is not None
+        return TaskClaim(
+            self.instance_id, self.task_id, self.holder, self.claimed_at, self.expires_at, self.token
+        )
+
+
+def parse_claim(obj: StoredObject, key: str) -> ClaimRecord:
+    r = open_envelope(loads(obj.data, key), "claim", key)
+    return ClaimRecord(
+        r.text("instance_id"),
+        r.text("task_id"),
+        r.opt_text("incarnation"),
+        r.opt_text("worker_id"),
+        r.integer("token"),
+        r.timestamp("claimed_at"),
+        r.opt_timestamp("expires_at"),
+    )
+
+
+def marker() -> bytes:
+    return dumps({"format": "objstore-wfp", "layout": layout.LAYOUT_VERSION})
+
+
+def marker_layout(obj: StoredObject, key: str) -> object:
+    doc = loads(obj.data, key)
+    return doc.get("layout") if doc.get("format") == "objstore-wfp" else None

@@ -1,0 +1,237 @@
+"""The ready index: small, empty objects whose keys list claimable work in dispatch order.
+
+An entry is a hint, never the truth: the snapshot says which tasks are ready, the claim object
+who holds one. Two kinds exist (see :mod:`objstore_wfp.backends.layout`):
+
+- *fresh* entries are made by the snapshot write that makes a task ready, created *before* that
+  write and removed *after* the write that makes the task not ready, and the snapshot records
+  their slot; a crash leaves at worst an unreferenced entry, never a ready task without one;
+- *leased* entries are placed by a claim at its lease's expiry (and by a worker that keeps the
+  next task of a chain for itself), so a task under a live lease costs a poll nothing: its
+  entry is not due. A claim writes its leased entry before deleting the fresh one.
+
+A poll lists entries, skips those not yet due, and reads the snapshot of each due candidate's
+instance (once per instance) and the candidate's claim: at most two GETs per task returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+
+from objstore_wfp.backends import layout
+from objstore_wfp.backends.objectstore.documents import ClaimRecord, Snapshot, nonce, parse_claim
+from objstore_wfp.backends.objectstore.snapshots import Snapshots
+from objstore_wfp.errors import SerializationError
+from objstore_wfp.model import AvailableTask
+from objstore_wfp.model.codec import dumps, envelope
+from objstore_wfp.stores.base import ConditionalStore
+
+log = logging.getLogger(__name__)
+
+#: How long an unreferenced entry or blob may belong to a write still in flight.
+STALE_GRACE = timedelta(minutes=10)
+ENTRY = dumps(envelope("ready", {}))
+_MEMO_SIZE = 4096
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def slot_due_us(slot: str) -> int:
+    return int(slot.partition("/")[2].partition(".")[0])
+
+
+def epoch_us(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+class ReadyIndex:
+    """Writes, moves and reads the ready index of one store."""
+
+    def __init__(self, store: ConditionalStore, snapshots: Snapshots) -> None:
+        self.store = store
+        self.snapshots = snapshots
+        # Entries seen in polls (so a claim can move the one it was offered) and entries seen
+        # under a live lease (so later polls skip them without a GET until the lease ends).
+        self._seen: dict[tuple[str, str], str] = {}
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # -- writing -----------------------------------------------------------------------------
+    @staticmethod
+    def fresh_slot(priority: int, now: datetime) -> str:
+        return layout.ready_slot(priority, epoch_us(now), layout.FRESH, nonce())
+
+    @staticmethod
+    def leased_slot(priority: int, due: datetime | None) -> str:
+        due_us = layout.NEVER_US if due is None else epoch_us(due)
+        return layout.ready_slot(priority, due_us, layout.LEASED, nonce())
+
+    async def put(self, keys: Iterable[str]) -> None:
+        await asyncio.gather(*(self.store.put(k, ENTRY) for k in keys))
+
+    async def delete_quietly(self, keys: Iterable[str]) -> None:
+        """Best-effort cleanup: an entry that survives is a hint readers check and remove."""
+        keys = list(dict.fromkeys(keys))
+        outcomes = await asyncio.gather(*(self.store.delete(k) for k in keys), return_exceptions=True)
+        for key, outcome in zip(keys, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log.warning("could not delete %s: %s", key, outcome)
+
+    def seen(self, instance: str, task: str) -> str | None:
+        with self._lock:
+            return self._seen.get((instance, task))
+
+    async def lease(
+        self,
+        stored: Snapshot | None,
+        instance: str,
+        task_id: str,
+        due: datetime | None,
+        *,
+        also: str | None,
+        now: datetime | None = None,
+    ) -> str | None:
+        """Move ``task_id``'s entries to ``due`` (a claim's expiry, ``None`` for never; or now,
+        to offer a released task at once): write a leased entry, then delete the one ``stored``
+        references, the one a poll offered, and ``also``. Given ``now``, an entry ``stored``
+        references that is already leased into the future (kept for a worker that chains to
+        this task) is kept as it is. Returns the leased entry's key, or ``None`` when the task
+        is not ready in ``stored``."""
+        if stored is None or task_id not in stored.ready:
+            return None
+        task = layout.encode_id(task_id)
+        slot = stored.ready[task_id]
+        if now is not None and layout.slot_kind(slot) == layout.LEASED and slot_due_us(slot) > epoch_us(now):
+            return layout.ready_key(slot, instance, task)
+        key = layout.ready_key(self.leased_slot(stored.priority, due), instance, task)
+        await self.put([key])
+        old = [layout.ready_key(slot, instance, task), self.seen(instance, task), also]
+        await self.delete_quietly(k for k in old if k is not None and k != key)
+        with self._lock:
+            self._seen.pop((instance, task), None)
+        return key
+
+    # -- finding -----------------------------------------------------------------------------
+    async def find(self, limit: int, now: datetime) -> list[AvailableTask]:
+        """At most ``limit`` claimable tasks, most urgent first, then oldest due first."""
+        now_us = epoch_us(now)
+        found: list[tuple[tuple[int, int, str, str], AvailableTask]] = []
+        listing = aiter(self.store.list(layout.READY))
+        read: dict[str, Snapshot | None] = {}
+        exhausted = False
+        while not exhausted:
+            # Read the candidates still needed concurrently: one round trip per batch, not per task.
+            batch: list[layout.ReadyEntry] = []
+            wanted = max(limit - len(found), 1)
+            while len(batch) < wanted:
+                try:
+                    obj = await anext(listing)
+                except StopAsyncIteration:
+                    exhausted = True
+                    break
+                entry = layout.parse_ready_key(obj.key)
+                if entry is None or entry.due_us > now_us or self._still_held(entry.key, now_us):
+                    continue
+                # The listing orders by priority and due time; tasks that tie there are ordered
+                # by instance and task id below, so read on until the tie at the limit is complete.
+                if len(found) >= limit and (entry.priority, entry.due_us) != found[-1][0][:2]:
+                    exhausted = True
+                    break
+                batch.append(entry)
+            for entry, task in await self._available(batch, read, now):
+                found.append(((entry.priority, entry.due_us, task.instance_id, task.task_id), task))
+        found.sort(key=lambda item: item[0])
+        unique: dict[tuple[str, str], AvailableTask] = {}
+        for _, task in found:
+            unique.setdefault((task.instance_id, task.task_id), task)
+        return list(unique.values())[:limit]
+
+    def _still_held(self, key: str, now_us: int) -> bool:
+        with self._lock:
+            until = self._held.get(key)
+            if until is not None and until <= now_us:
+                del self._held[key]
+                until = None
+        return until is not None
+
+    async def _available(
+        self,
+        batch: list[layout.ReadyEntry],
+        read: dict[str, Snapshot | None],
+        now: datetime,
+    ) -> list[tuple[layout.ReadyEntry, AvailableTask]]:
+        """The entries of ``batch`` that stand for claimable tasks. Snapshots are read first
+        (each instance once), then the claims of leased entries whose task is still ready."""
+        unread = list(dict.fromkeys(e.instance for e in batch if e.instance not in read))
+        copies = await asyncio.gather(*(self.snapshots.read_quietly(i) for i in unread))
+        read.update(zip(unread, copies, strict=True))
+        ready: list[tuple[layout.ReadyEntry, Snapshot, str]] = []
+        stale: list[str] = []
+        grace_us = STALE_GRACE // timedelta(microseconds=1)
+        for entry in batch:
+            stored = read[entry.instance]
+            task_id = _ready_task(stored, entry)
+            if stored is None or task_id is None:
+                if epoch_us(now) - entry.due_us > grace_us:
+                    stale.append(entry.key)
+                continue
+            if stored.cancel is None:
+                ready.append((entry, stored, task_id))
+        if stale:
+            await self.delete_quietly(stale)
+
+        async def claimable(entry: layout.ReadyEntry, stored: Snapshot) -> bool:
+            # Every due entry's claim is read: the contract lets a task be claimed before it
+            # is ready (or before its instance exists), so no entry proves the task is free.
+            try:
+                record = await read_claim_record(self.store, layout.claim_key(entry.instance, entry.task))
+            except SerializationError as exc:
+                log.warning("skipping task with unreadable claim: %s", exc)
+                return False
+            if record is None or record.incarnation not in (None, stored.incarnation) or not record.live(now):
+                return True
+            if record.expires_at is not None:
+                with self._lock:
+                    if len(self._held) >= _MEMO_SIZE:
+                        self._held.clear()
+                    self._held[entry.key] = epoch_us(record.expires_at)
+            return False
+
+        verdicts = await asyncio.gather(*(claimable(e, s) for e, s, _ in ready))
+        available = []
+        for (entry, stored, task_id), ok in zip(ready, verdicts, strict=True):
+            if not ok:
+                continue
+            try:
+                task_input = await self.snapshots.task_input(stored)
+            except SerializationError as exc:
+                log.warning("skipping task with unreadable input: %s", exc)
+                continue
+            with self._lock:
+                if len(self._seen) >= _MEMO_SIZE:
+                    self._seen.clear()
+                self._seen[(entry.instance, entry.task)] = entry.key
+            definition = str(stored.doc["definition_hash"])
+            task = AvailableTask(stored.instance_id, task_id, task_input, definition, stored.priority)
+            available.append((entry, task))
+        return available
+
+
+def _ready_task(stored: Snapshot | None, entry: layout.ReadyEntry) -> str | None:
+    """The ready task an entry stands for, if its snapshot has it ready."""
+    if stored is None or stored.terminal:
+        return None
+    for task_id in stored.ready:
+        if layout.encode_id(task_id) == entry.task:
+            return task_id
+    return None
+
+
+async def read_claim_record(store: ConditionalStore, key: str) -> ClaimRecord | None:
+    found = await store.get(key)
+    return None if found is None else parse_claim(found, key)

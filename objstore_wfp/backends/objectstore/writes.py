@@ -1,0 +1,132 @@
+"""Composing a snapshot document from a :class:`WorkflowSnapshot` and the stored copy it replaces.
+
+One function serves every write of a whole workflow state (save, create, and a worker's
+record-and-advance), so the rules live once: recorded results are kept and first-wins, ready
+tasks keep their index entry while they stay ready, the incarnation, fences and a pending
+cancellation request carry over, and large values go to blobs of the incarnation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from objstore_wfp.backends import layout
+from objstore_wfp.backends.objectstore.blobs import Blobs, blob_keys
+from objstore_wfp.backends.objectstore.documents import Snapshot, Stash, nonce, same
+from objstore_wfp.backends.objectstore.ready import ReadyIndex
+from objstore_wfp.errors import ConflictError
+from objstore_wfp.model import Completed, WorkflowSnapshot
+from objstore_wfp.model.codec import dumps, envelope, iso, state_to_json
+
+
+@dataclass
+class Composer:
+    """Builds the new document of one instance across compare-and-swap attempts, remembering
+    the blobs and index entries it already wrote so a retry does not write them again."""
+
+    blobs: Blobs
+    index: ReadyIndex
+    instance: str
+    stashed: dict[tuple[str, str], Stash] = field(default_factory=dict)
+    entries: set[str] = field(default_factory=set)
+
+    async def stash(self, incarnation: str, name: str, data: bytes, now: datetime) -> Stash:
+        if (incarnation, name) not in self.stashed:
+            self.stashed[(incarnation, name)] = await self.blobs.stash(self.instance, incarnation, data, now)
+        return self.stashed[(incarnation, name)]
+
+    async def compose(
+        self,
+        snapshot: WorkflowSnapshot,
+        old: Snapshot | None,
+        now: datetime,
+        *,
+        reserve: timedelta | None = None,
+    ) -> tuple[bytes, dict[str, str], str | None]:
+        """The document to write over ``old`` (``None``: a new incarnation), the ready map it
+        records, and the task reserved for the writer (with ``reserve``: the first task the
+        write makes ready gets a leased entry due after ``reserve``, so no poll offers it while
+        the writer claims it). Writes the blobs and the index entries the document needs
+        first. Raises ``ConflictError`` when ``snapshot`` offers a result that contradicts a
+        recorded one."""
+        incarnation = old.incarnation if old is not None else nonce()
+        results: dict[str, Stash] = dict(old.results) if old is not None else {}
+        for task_id, result in snapshot.completed_tasks.items():
+            if task_id in results:
+                if not same(results[task_id], result.output):
+                    raise ConflictError(
+                        f"task {task_id!r} of {snapshot.instance_id!r} already has another output"
+                    )
+                continue
+            results[task_id] = await self.stash(incarnation, f"result {task_id}", result.output, now)
+        initial: Stash | None = None
+        if snapshot.initial_input is not None:
+            kept = old.doc.get("initial_input") if old is not None else None
+            if kept is not None and not isinstance(kept, (str, dict)):
+                kept = None
+            if kept is not None and same(kept, snapshot.initial_input):
+                initial = kept
+            else:
+                initial = await self.stash(incarnation, "initial", snapshot.initial_input, now)
+        state = state_to_json(snapshot.state)
+        if isinstance(snapshot.state, Completed):
+            state["final_output"] = await self.stash(incarnation, "final", snapshot.state.final_output, now)
+
+        ready: dict[str, str] = {}
+        reserved: str | None = None
+        for task_id in snapshot.available_task_ids():
+            if task_id in results:
+                continue
+            kept_slot = (
+                old.ready.get(task_id) if old is not None and old.priority == snapshot.priority else None
+            )
+            if kept_slot is not None:
+                ready[task_id] = kept_slot
+            elif reserve is not None and reserved is None:
+                reserved = task_id
+                ready[task_id] = ReadyIndex.leased_slot(snapshot.priority, now + reserve)
+            else:
+                ready[task_id] = ReadyIndex.fresh_slot(snapshot.priority, now)
+        created = [
+            layout.ready_key(slot, self.instance, layout.encode_id(t))
+            for t, slot in ready.items()
+            if not (old is not None and old.ready.get(t) == slot)
+        ]
+        new = [k for k in created if k not in self.entries]
+        self.entries.update(new)
+        await self.index.put(new)
+
+        doc = envelope(
+            "snapshot",
+            {
+                "instance_id": snapshot.instance_id,
+                "incarnation": incarnation,
+                "definition_hash": snapshot.definition_hash,
+                "priority": snapshot.priority,
+                "created_at": iso(snapshot.created_at),
+                "updated_at": iso(snapshot.updated_at),
+                "initial_input": initial,
+                "state": state,
+                "results": results,
+                "ready": ready,
+                "fences": old.fences if old is not None else {},
+                "cancel": old.cancel if old is not None else None,
+                "w": nonce(),
+            },
+        )
+        return dumps(doc), ready, reserved
+
+    def leftovers(self, final_ready: dict[str, str]) -> list[str]:
+        """Entries this composer wrote that the written document does not reference."""
+        used = {layout.ready_key(s, self.instance, layout.encode_id(t)) for t, s in final_ready.items()}
+        return [k for k in self.entries if k not in used]
+
+    async def drop_unused_blobs(self, written: dict[str, Any] | None) -> None:
+        """Delete the blobs this composer wrote that ``written`` (the document that was stored,
+        ``None`` if none was) does not reference: nobody else can reference them."""
+        used = set(blob_keys(written)) if written is not None else set()
+        for value in self.stashed.values():
+            if isinstance(value, dict) and value["blob"] not in used:
+                await self.blobs.drop(value)
