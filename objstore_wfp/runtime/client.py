@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from objstore_wfp.contract import PersistentBackend
-from objstore_wfp.errors import ClaimLostError, NotFoundError
+from objstore_wfp.errors import ClaimLostError, ConflictError, NotFoundError
 from objstore_wfp.ids import validate_id
 from objstore_wfp.model import AtTask, Cancelled, Completed, Failed, WorkflowSnapshot
 from objstore_wfp.runtime.codec import Codec, JsonCodec
@@ -26,6 +26,8 @@ IfExists = Literal["error", "return_existing", "replace"]
 #: that concurrent submits of one id are serialised; flows cannot use ids with this prefix.
 SUBMIT_LOCK = f"{RESERVED_PREFIX}submit"
 SUBMIT_LOCK_TTL = timedelta(seconds=30)
+#: Create attempts of a ``replace`` submit racing other submits of the same id.
+SUBMIT_ATTEMPTS = 16
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,9 @@ class Client:
 
         With an id that already exists: ``"error"`` raises :class:`InstanceExistsError`,
         ``"return_existing"`` leaves the stored instance alone and returns its id, ``"replace"``
-        deletes it (results, claims, everything) and submits anew. Concurrent submits of one id
-        through clients are serialised by a claim, so exactly one of them creates the instance.
+        deletes it (results, claims, everything) and submits anew. Of concurrent submits of one
+        id exactly one creates the instance: through the backend's atomic create where it has one
+        (``supports_create``), else serialised by a claim.
         """
         if if_exists not in ("error", "return_existing", "replace"):
             raise ValueError(f"if_exists must be 'error', 'return_existing' or 'replace', not {if_exists!r}")
@@ -86,6 +89,8 @@ class Client:
             instance_id, flow.definition_hash, initial_input=self.codec.encode(input), priority=priority
         )
         snapshot.update_position(start_position(flow))
+        if self.backend.supports_create:
+            return await self._create(snapshot, if_exists)
         lock = await self._lock(instance_id)
         try:
             try:
@@ -106,6 +111,23 @@ class Client:
                 # NotFound/ClaimLost: "replace" deleted it with the old instance, or it expired.
                 with contextlib.suppress(NotFoundError, ClaimLostError):
                     await self.backend.release_task_claim(instance_id, SUBMIT_LOCK, self.client_id)
+
+    async def _create(self, snapshot: WorkflowSnapshot, if_exists: IfExists) -> str:
+        """Submit through the backend's atomic create (two writes on object stores): of
+        concurrent submits of one id exactly one creates it, without a lock."""
+        instance_id = snapshot.instance_id
+        for _ in range(SUBMIT_ATTEMPTS):
+            try:
+                await self.backend.create_snapshot(snapshot)
+                return instance_id
+            except ConflictError:
+                if if_exists == "error":
+                    raise InstanceExistsError(f"instance {instance_id!r} already exists") from None
+                if if_exists == "return_existing":
+                    return instance_id
+            with contextlib.suppress(NotFoundError):  # a concurrent replace deleted it first
+                await self.backend.delete_snapshot(instance_id)
+        raise ConflictError(f"instance {instance_id!r}: gave up replacing it after {SUBMIT_ATTEMPTS} tries")
 
     async def _lock(self, instance_id: str) -> bool:
         deadline = time.monotonic() + SUBMIT_LOCK_TTL.total_seconds()

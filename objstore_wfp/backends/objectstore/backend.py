@@ -49,7 +49,9 @@ from objstore_wfp.model import (
     AvailableTask,
     CancellationRequest,
     Cancelled,
+    InProgress,
     TaskClaim,
+    TaskResult,
     WorkflowSnapshot,
 )
 from objstore_wfp.model.codec import state_to_json
@@ -388,8 +390,10 @@ class ObjectStoreBackend(PersistentBackend):
             if stored.terminal:
                 raise ConflictError(f"instance {claim.instance_id!r} is {stored.state}; its state is final")
             snapshot = await self._snapshots.materialize(stored)
-            if claim.task_id not in snapshot.completed_tasks:
-                snapshot.mark_task_completed(claim.task_id, data)
+            state = snapshot.state
+            assert isinstance(state, InProgress)  # not terminal, checked above
+            # Recorded as save_task_result records: the position is ``advance``'s to move.
+            state.completed_tasks.setdefault(claim.task_id, TaskResult(claim.task_id, data))
             advance(snapshot)
             written, _, reserved = await composer.compose(
                 snapshot, stored, self._clock.now(), reserve=reserve

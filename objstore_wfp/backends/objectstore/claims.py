@@ -87,13 +87,13 @@ class Claims:
         found = await self.store.get(key)
         return None if found is None else parse_claim(found, key)
 
-    async def _alive(self, instance: str, incarnation: str | None) -> Snapshot | None:
-        """The snapshot of ``incarnation`` if it is current, else ``None``; a cached copy of
-        another incarnation is checked against a fresh read before it is believed."""
+    async def _current(self, instance: str, incarnation: str | None) -> bool:
+        """Whether ``incarnation`` is the instance's current one (``None``: no snapshot exists).
+        A cached copy that disagrees is checked against a fresh read before it is believed."""
         stored = self.snapshots.cached(instance)
         if stored is None or stored.incarnation != incarnation:
             stored = await self.snapshots.read(instance)
-        return stored if stored is not None and stored.incarnation == incarnation else None
+        return (stored.incarnation if stored is not None else None) == incarnation
 
     async def incarnation_of(self, claim: TaskClaim) -> str | None:
         """The incarnation ``claim`` was taken in, if its holder still holds it live; else
@@ -121,70 +121,83 @@ class Claims:
         except SerializationError:
             stored = None  # an unreadable snapshot offers nothing; the claim binds to nothing
         incarnation = stored.incarnation if stored is not None else None
+        replaced: list[ClaimRecord] = []
 
         async def decide(found: StoredObject | None) -> Write[ClaimRecord | None] | Keep[ClaimRecord | None]:
             nonlocal incarnation
             now = self.clock.now()
-            token = 1
+            replaced.clear()
             if found is not None:
                 old = parse_claim(found, key)
                 if old.live(now):
-                    if old.incarnation in (None, incarnation):
+                    if old.incarnation == incarnation:
                         return Keep(None)
-                    # Believe a cached incarnation only after a fresh read: stealing a live
-                    # claim of the current incarnation would break mutual exclusion.
+                    # A live claim of another incarnation is dead, but believe a cached
+                    # incarnation only after a fresh read: stealing a live claim of the current
+                    # one would break mutual exclusion. Incarnation ids are never reused.
                     fresh = await self.snapshots.read(instance)
                     incarnation = fresh.incarnation if fresh is not None else None
                     if old.incarnation == incarnation:
                         return Keep(None)
-                token = old.token + 1
+                replaced.append(old)
+            token = replaced[0].token + 1 if replaced else 1
             expires = None if ttl is None else expiry(now, ttl)
             record = ClaimRecord(instance_id, task_id, incarnation, worker_id, token, now, expires)
             return Write(record.to_bytes(), record)
 
-        # The first attempt assumes no object (one request when uncontended).
+        # The first attempt assumes no object: one request when uncontended.
         record, version = await compare_and_swap(
             self.store, key, decide, known=None, what=f"claim on task {task_id!r} of {instance_id!r}"
         )
         if record is None or version is None:
             return None
-        written = StoredObject(record.to_bytes(), version)  # bytes only identify: never re-read
-        if record.token > 1 and record.incarnation is not None:
-            stored = await self._publish_fence(instance, record)
-        elif stored is not None and stored.incarnation != record.incarnation:
-            stored = await self.snapshots.read(instance)
+        current = stored if stored is not None and stored.incarnation == record.incarnation else None
+        # Publish the token where a fenced write will see it: after a takeover or a release (an
+        # older holder of this incarnation exists), and for a task not ready yet (so the write
+        # that makes it ready gives it an index entry whose claim polls check).
+        older_holder = bool(replaced) and replaced[0].incarnation == record.incarnation
+        if record.incarnation is not None and (
+            older_holder or current is None or task_id not in current.ready
+        ):
+            current = await self._publish_fence(instance, record)
         previous = self._forget(key, worker_id)
         entry = await self.index.lease(
-            stored if stored is not None and stored.incarnation == record.incarnation else None,
+            current,
             instance,
             task_id,
             record.expires_at,
             also=previous.entry if previous else None,
             now=record.claimed_at,
         )
-        self._remember(key, Grant(written, record, entry))
+        # The grant keeps the version written; its bytes are re-encoded (a new nonce) but only
+        # ever parsed for the record, which is the same.
+        self._remember(key, Grant(StoredObject(record.to_bytes(), version), record, entry))
         return record.public()
 
     async def _publish_fence(self, instance: str, record: ClaimRecord) -> Snapshot | None:
-        """Raise the snapshot's fence for the task to the new token (see the module docstring)."""
+        """Raise the snapshot's fence for the task to the new token (see the module docstring);
+        return the snapshot as it now stands, or ``None`` if ``record``'s incarnation is gone."""
 
-        async def decide(found: StoredObject | None) -> Write[None] | Keep[None]:
+        async def decide(found: StoredObject | None) -> Write[bytes | None] | Keep[bytes | None]:
             stored = self.snapshots.parse(found, instance)
             if stored is None or stored.incarnation != record.incarnation:
                 return Keep(None)  # another incarnation: the old holder cannot write there anyway
             if stored.fences.get(record.task_id, 0) >= record.token:
                 return Keep(None)
-            fences = {**stored.fences, record.task_id: record.token}
-            return Write(stored.encode(fences=fences), None)
+            data = stored.encode(fences={**stored.fences, record.task_id: record.token})
+            return Write(data, data)
 
-        await compare_and_swap(
+        data, version = await compare_and_swap(
             self.store,
             layout.snapshot_key(instance),
             decide,
             known=self.snapshots.known(instance),
             what=f"fence of task {record.task_id!r} of {record.instance_id!r}",
         )
-        return await self.snapshots.current_or_cached(instance)
+        if data is not None and version is not None:
+            return self.snapshots.parse(StoredObject(data, version), instance)
+        current = self.snapshots.cached(instance)
+        return current if current is not None and current.incarnation == record.incarnation else None
 
     # -- renewing and releasing --------------------------------------------------------------
     async def _update_holding(
@@ -201,7 +214,7 @@ class Claims:
             record = None if found is None else parse_claim(found, key)
             if record is None or record.holder is None:
                 raise NotFoundError(f"no claim on task {task_id!r} of {instance_id!r}")
-            if record.incarnation is not None and await self._alive(instance, record.incarnation) is None:
+            if not await self._current(instance, record.incarnation):
                 raise NotFoundError(
                     f"the claim on task {task_id!r} of {instance_id!r} was removed with its instance"
                 )
@@ -281,10 +294,10 @@ class Claims:
                 continue
             instance = layout.encode_id(record.instance_id)
             try:
-                alive = await self._alive(instance, record.incarnation) if record.incarnation else None
+                current = await self._current(instance, record.incarnation)
             except SerializationError:
-                alive = None
-            if record.incarnation is None or alive is not None:
+                current = False
+            if current:
                 claims.append(record.public())
         return sorted(claims, key=lambda c: (c.instance_id, c.task_id))
 

@@ -107,12 +107,9 @@ class Snapshot:
 
     def fence_refuses(self, claim: TaskClaim, incarnation: str | None) -> bool:
         """Whether a write fenced by ``claim`` (taken in ``incarnation``) must be refused here:
-        the claim belongs to another incarnation, or a newer holder published its token. (A claim
-        taken before any incarnation existed binds to the first one, as the contract's claims do
-        not depend on the snapshot.)"""
-        if incarnation is not None and incarnation != self.incarnation:
-            return True
-        return claim.token < self.fences.get(claim.task_id, 0)
+        the claim belongs to another incarnation (``None``: taken while no snapshot existed), or
+        a newer holder published its token."""
+        return incarnation != self.incarnation or claim.token < self.fences.get(claim.task_id, 0)
 
 
 def parse_snapshot(obj: StoredObject, key: str) -> Snapshot:

@@ -10,8 +10,9 @@ who holds one. Two kinds exist (see :mod:`objstore_wfp.backends.layout`):
   next task of a chain for itself), so a task under a live lease costs a poll nothing: its
   entry is not due. A claim writes its leased entry before deleting the fresh one.
 
-A poll lists entries, skips those not yet due, and reads the snapshot of each due candidate's
-instance (once per instance) and the candidate's claim: at most two GETs per task returned.
+A poll lists entries, skips those not yet due, reads the snapshot of each due candidate's
+instance (once per instance) and, for a leased entry only, the claim: one GET per task returned
+in the common case, two after a takeover or release.
 """
 
 from __future__ import annotations
@@ -186,14 +187,17 @@ class ReadyIndex:
             await self.delete_quietly(stale)
 
         async def claimable(entry: layout.ReadyEntry, stored: Snapshot) -> bool:
-            # Every due entry's claim is read: the contract lets a task be claimed before it
-            # is ready (or before its instance exists), so no entry proves the task is free.
+            # A fresh entry's task had no claim of this incarnation when it became ready: a
+            # claim since then moved the entry, and an earlier one published a fence, which
+            # made the entry leased. Only leased entries need their claim read.
+            if not entry.leased:
+                return True
             try:
                 record = await read_claim_record(self.store, layout.claim_key(entry.instance, entry.task))
             except SerializationError as exc:
                 log.warning("skipping task with unreadable claim: %s", exc)
                 return False
-            if record is None or record.incarnation not in (None, stored.incarnation) or not record.live(now):
+            if record is None or record.incarnation != stored.incarnation or not record.live(now):
                 return True
             if record.expires_at is not None:
                 with self._lock:

@@ -79,14 +79,16 @@ class Composer:
         for task_id in snapshot.available_task_ids():
             if task_id in results:
                 continue
-            kept_slot = (
-                old.ready.get(task_id) if old is not None and old.priority == snapshot.priority else None
-            )
-            if kept_slot is not None:
-                ready[task_id] = kept_slot
+            was_ready = old is not None and task_id in old.ready
+            if old is not None and was_ready and old.priority == snapshot.priority:
+                ready[task_id] = old.ready[task_id]
             elif reserve is not None and reserved is None:
                 reserved = task_id
                 ready[task_id] = ReadyIndex.leased_slot(snapshot.priority, now + reserve)
+            elif was_ready or (old is not None and task_id in old.fences):
+                # It may be claimed already (a claim moves only the entry it knows; an early
+                # claim published a fence): polls must check the claim.
+                ready[task_id] = ReadyIndex.leased_slot(snapshot.priority, now)
             else:
                 ready[task_id] = ReadyIndex.fresh_slot(snapshot.priority, now)
         created = [
