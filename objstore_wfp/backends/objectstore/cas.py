@@ -58,9 +58,10 @@ async def compare_and_swap(
     """Run ``decide`` on the object at ``key`` (``None`` when absent) and apply its decision with
     put-if-absent or put-if-version; on a lost race re-read and decide again, after a jittered
     pause. ``known`` is a copy the caller already holds, used for the first attempt only (a
-    stale copy costs one refused write; a decision to keep it is re-taken on a fresh read). Returns ``(result, new version or None if nothing was
-    written)``. Errors raised by ``decide`` end the loop; after ``MAX_CAS_ATTEMPTS`` lost races
-    it raises ``StoreUnavailableError`` naming ``what``."""
+    stale copy costs one refused write; a decision to keep it is re-taken on a fresh read).
+    Returns ``(result, new version or None if nothing was written)``. Errors raised by
+    ``decide`` end the loop; after ``MAX_CAS_ATTEMPTS`` lost races it raises
+    ``StoreUnavailableError`` naming ``what``."""
     current = known
     verified = False
     for attempt in range(MAX_CAS_ATTEMPTS):
