@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,11 +29,15 @@ from objstore_wfp import (
     ClaimLostError,
     ConflictError,
     ManualClock,
+    NotFoundError,
     ObjectStoreBackend,
     TaskClaim,
     WorkflowSnapshot,
 )
+from objstore_wfp.cli import store as cli_store
+from objstore_wfp.cli.main import main as cli_main
 from objstore_wfp.runtime import Client, Flow, Worker
+from objstore_wfp.runtime.errors import InstanceExistsError
 from objstore_wfp.runtime.events import WorkerEvent
 from tests.backends import StoreTarget, local_store_target, memory_store_target
 from tests.interleave import InterleavingStore, at_every_boundary, interleave
@@ -59,6 +64,19 @@ def target(request: pytest.FixtureRequest) -> StoreTarget:
     return found
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("local_store_target", id="local"),
+        pytest.param("memory_store_target", id="memory"),
+    ]
+)
+def logic_target(request: pytest.FixtureRequest) -> StoreTarget:
+    """For races in the runtime's and the CLI's logic, which no store changes: local disk and
+    ``memory://`` (a sweep re-opens the CLI's store at every boundary: minutes on moto_server)."""
+    found: StoreTarget = request.getfixturevalue(request.param)
+    return found
+
+
 def snapshot(instance_id: str, data: bytes | None = b"in", task: str = "t") -> WorkflowSnapshot:
     """A new instance waiting at ``task``."""
     snap = WorkflowSnapshot(instance_id, "flow", initial_input=data)
@@ -76,6 +94,7 @@ class Scene:
     """Two backends over one fresh root and one clock: ``held`` goes through ``store`` (the
     operation under test), ``other`` does the interfering operations."""
 
+    root: StoreTarget
     clock: ManualClock
     store: InterleavingStore
     held: ObjectStoreBackend
@@ -92,7 +111,7 @@ async def scene(target: StoreTarget, k: int) -> AsyncIterator[Scene]:
     other = root.backend(clock=clock)
     try:
         await held.verify_store()  # the one-time probe is not part of any operation swept
-        yield Scene(clock, store, held, other)
+        yield Scene(root, clock, store, held, other)
     finally:
         await held.close()
         await other.close()
@@ -136,31 +155,41 @@ async def test_tokens_never_repeat_across_delete_and_recreate(target: StoreTarge
         assert await backend.load_task_result("x", "t") == b"from the new input"
 
 
-async def test_replace_while_the_old_task_runs_ends_with_the_new_result(target: StoreTarget) -> None:
+@pytest.mark.parametrize("heartbeats", [False, True], ids=["no-heartbeat", "heartbeats"])
+async def test_replace_while_the_old_task_runs_ends_with_the_new_result(
+    target: StoreTarget, heartbeats: bool
+) -> None:
     # One worker (two slots) runs the old instance's task; the instance is replaced; the same
-    # worker claims the new instance's task, and the old run finishes first. Its result was
-    # computed from the old input: it must not be recorded for the new instance.
+    # worker claims the new instance's task, and the old run finishes first (after renewing its
+    # lease a few times, with heartbeats). Its result was computed from the old input: it must
+    # not be recorded for the new instance, and its heartbeats must not adopt the new claim.
     old_started, new_started, old_finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    # The replace and the new claim fit in the first heartbeat interval (1 s) of the old run.
+    lease = timedelta(seconds=3) if heartbeats else timedelta(seconds=30)
 
     async def work(value: str) -> str:
         if value == "old":
             old_started.set()
             await new_started.wait()
+            if heartbeats:
+                await asyncio.sleep(2.2)
         else:
             new_started.set()
             await old_finished.wait()
         return f"done:{value}"
 
     def on_event(event: WorkerEvent) -> None:
-        # The new run waits for old_finished, so the first outcome after it started is the old run's.
-        if event.kind in ("recorded", "lost", "duplicate", "cancelled") and new_started.is_set():
+        # The new run waits for old_finished, so the first outcome is the old run's.
+        if event.kind in ("recorded", "lost", "duplicate", "cancelled"):
             old_finished.set()
 
     flow = Flow("replace").step(work, name="work")
     async with target.backend() as backend:
         client = Client(backend, [flow])
         await client.submit(flow, "old", instance_id="x")
-        worker = Worker(backend, [flow], worker_id="w", concurrency=2, poll_interval=0.01, on_event=on_event)
+        worker = Worker(
+            backend, [flow], worker_id="w", concurrency=2, lease=lease, poll_interval=0.01, on_event=on_event
+        )
         running = asyncio.ensure_future(worker.run_forever(handle_signals=False))
         try:
             await asyncio.wait_for(old_started.wait(), 20)
@@ -384,6 +413,88 @@ async def test_repair_racing_a_recreate_and_takeover(target: StoreTarget) -> Non
             assert w2 is None, f"{outcome.where}: w2 got token {w2.token} while w1 holds {w1.token}"
             assert await live_holders(s, "x", "t") == [("w1", w1.token)], outcome.where
             assert w1.token != stale.token, f"{outcome.where}: token {w1.token} handed out twice"
+        return outcome.stopped is not None
+
+    assert await at_every_boundary(attempt) > 0
+
+
+# -- the hunt: deletes, gc and locks acting on whatever is there ----------------------------
+
+
+async def echo(value: str) -> str:
+    return f"done:{value}"
+
+
+ECHO = Flow("echo").step(echo, name="work")
+
+
+def cli_store_args(root: StoreTarget) -> list[str]:
+    """``--store`` and ``-o KEY=VALUE`` arguments that open ``root`` from the CLI."""
+    args = ["--store", root.url]
+    for key, value in root.options.items():
+        args += ["-o", f"{key}={json.dumps(value) if isinstance(value, dict) else value}"]
+    return args
+
+
+async def test_gc_racing_a_replace_keeps_the_new_instance(
+    logic_target: StoreTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `objstore-wfp gc` reads a finished instance, decides to delete it, and deletes by id; a
+    # replace in between makes a new, running instance under that id, which gc must not touch.
+    async def attempt(k: int) -> bool:
+        async with scene(logic_target, k) as s:
+            client = Client(s.other, [ECHO])
+            finished = snapshot("x")
+            finished.mark_completed(b'"done:old"')
+            await s.other.save_snapshot(finished)
+            opened = cli_store.open_store
+            monkeypatch.setattr(cli_store, "open_store", lambda url, **o: s.store.rewrap(opened(url, **o)))
+            argv = ["gc", "--older-than", "0", *cli_store_args(s.root)]
+
+            async def replace() -> None:
+                await client.submit(ECHO, "new", instance_id="x", if_exists="replace")
+
+            outcome = await interleave(s.store, asyncio.to_thread(cli_main, argv), replace, at=k)
+            assert outcome.result() == 0, outcome.where
+            try:
+                status = await client.status("x")
+            except NotFoundError as exc:
+                raise AssertionError(
+                    f"{outcome.where}: gc deleted the instance that replaced the one it read"
+                ) from exc
+            assert status.state == "in_progress", f"{outcome.where}: {status}"
+            assert await offered(s.other) == [("x", "work", b'"new"')], outcome.where
+        return outcome.stopped is not None
+
+    assert await at_every_boundary(attempt) > 0
+
+
+async def test_submit_replace_racing_another_submit(logic_target: StoreTarget) -> None:
+    # Client 1 replaces x; client 2 submits x ("error" if it exists) while client 1 is held at
+    # each request, and a worker runs whatever client 2 created. Submits of one id are
+    # serialised by the submit lock: client 1 must succeed and x must end with its input.
+    async def attempt(k: int) -> bool:
+        async with scene(logic_target, k) as s:
+            await Client(s.other, [ECHO]).submit(ECHO, "zero", instance_id="x")
+            second: asyncio.Future[str] | None = None
+
+            async def another_submit() -> None:
+                nonlocal second
+                second = asyncio.ensure_future(Client(s.other, [ECHO]).submit(ECHO, "two", instance_id="x"))
+                done, _ = await asyncio.wait({second}, timeout=0.2)
+                if done:  # not waiting for client 1's lock: run what it created
+                    await Worker(s.other, [ECHO], poll_interval=0.01).run_until_idle()
+
+            first = Client(s.held, [ECHO]).submit(ECHO, "one", instance_id="x", if_exists="replace")
+            outcome = await interleave(s.store, first, another_submit, at=k)
+            assert second is not None
+            [second_outcome] = await asyncio.gather(second, return_exceptions=True)
+            assert outcome.error is None, f"{outcome.where}: the replacing submit raised {outcome.error!r}"
+            assert second_outcome == "x" or isinstance(second_outcome, InstanceExistsError), (
+                f"{outcome.where}: {second_outcome!r}"
+            )
+            await Worker(s.other, [ECHO], poll_interval=0.01).run_until_idle()
+            assert await Client(s.other, [ECHO]).result("x", timeout=10) == "done:one", outcome.where
         return outcome.stopped is not None
 
     assert await at_every_boundary(attempt) > 0
