@@ -34,11 +34,11 @@ from objstore_wfp import (
     TaskClaim,
     WorkflowSnapshot,
 )
-from objstore_wfp.cli import store as cli_store
 from objstore_wfp.cli.main import main as cli_main
 from objstore_wfp.runtime import Client, Flow, Worker
 from objstore_wfp.runtime.errors import InstanceExistsError
 from objstore_wfp.runtime.events import WorkerEvent
+from objstore_wfp.stores.urls import open_store
 from tests.backends import StoreTarget, local_store_target, memory_store_target
 from tests.interleave import InterleavingStore, at_every_boundary, interleave
 
@@ -447,8 +447,10 @@ async def test_gc_racing_a_replace_keeps_the_new_instance(
             finished = snapshot("x")
             finished.mark_completed(b'"done:old"')
             await s.other.save_snapshot(finished)
-            opened = cli_store.open_store
-            monkeypatch.setattr(cli_store, "open_store", lambda url, **o: s.store.rewrap(opened(url, **o)))
+            # The CLI opens its own store: wrap it too, sharing the held store's stops.
+            monkeypatch.setattr(
+                "objstore_wfp.cli.store.open_store", lambda url, **o: s.store.rewrap(open_store(url, **o))
+            )
             argv = ["gc", "--older-than", "0", *cli_store_args(s.root)]
 
             async def replace() -> None:
