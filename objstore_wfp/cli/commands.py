@@ -12,7 +12,7 @@ from objstore_wfp.backends.objectstore import ObjectStoreBackend
 from objstore_wfp.cli.output import decoded, format_time, preview, print_json, print_table
 from objstore_wfp.cli.store import StoreChoice, open_cli_backend, open_cli_store, parse_options
 from objstore_wfp.clock import SystemClock
-from objstore_wfp.errors import InvalidArgumentError, NotFoundError, SerializationError
+from objstore_wfp.errors import ConflictError, InvalidArgumentError, NotFoundError, SerializationError
 from objstore_wfp.model import Cancelled, Completed, Failed, InProgress, TaskClaim, WorkflowSnapshot
 from objstore_wfp.runtime.client import Client
 from objstore_wfp.runtime.progress import describe_position
@@ -270,8 +270,9 @@ async def cmd_gc(args: argparse.Namespace) -> int:
                 continue
             if not args.dry_run:
                 try:
-                    await backend.delete_snapshot(instance_id)
-                except NotFoundError:
+                    # Only the copy judged finished: a replace since then made a new instance.
+                    await backend.delete_snapshot(instance_id, if_version=snapshot.version)
+                except (NotFoundError, ConflictError):
                     continue
             deleted.append(instance_id)
     if args.json:

@@ -458,9 +458,14 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             try:
-                lease.claim = await self.backend.extend_task_claim(
+                renewed = await self.backend.extend_task_claim(
                     claim.instance_id, claim.task_id, self.worker_id, self.lease
                 )
+                if renewed.token != claim.token:
+                    # This worker holds the task again under a newer claim (the instance was
+                    # replaced, or the lease lapsed and it claimed anew): not this run's lease.
+                    raise ClaimLostError(f"now held with token {renewed.token}, not {claim.token}")
+                lease.claim = renewed
             except (ClaimLostError, NotFoundError) as exc:
                 lease.lost = f"lease lost: {exc}"
                 work.cancel()

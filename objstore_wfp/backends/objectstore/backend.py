@@ -245,11 +245,16 @@ class ObjectStoreBackend(PersistentBackend):
         await self._ready()
         return await self._snapshots.materialize(await self._snapshots.read_existing(instance_id))
 
-    async def delete_snapshot(self, instance_id: str) -> None:
+    async def delete_snapshot(self, instance_id: str, *, if_version: str | None = None) -> None:
         """Delete the snapshot (conditionally on the copy read, where the store can), then what
         belonged to that incarnation: its index entries and blob folder. Claim objects stay as
         token high-water marks, released (each conditionally on the copy read); a claim of a
-        deleted incarnation is dead anyway."""
+        deleted incarnation is dead anyway.
+
+        ``if_version``: delete only that version (a copy the caller judged), else raise
+        ``ConflictError``: a tool that decided from a read never removes what replaced it. On a
+        store without conditional delete (LocalStack) a replace landing between the check and
+        the delete can still be removed. Raises ``NotFoundError``."""
         check_ids(instance_id)
         await self._ready()
         instance = layout.encode_id(instance_id)
@@ -259,6 +264,8 @@ class ObjectStoreBackend(PersistentBackend):
             if found is None:
                 self._snapshots.forget(key)
                 raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+            if if_version is not None and found.version != if_version:
+                raise ConflictError(f"instance {instance_id!r} moved since version {if_version!r}")
             try:
                 stored: Snapshot | None = self._snapshots.parse(found, instance)
             except SerializationError:
@@ -396,7 +403,7 @@ class ObjectStoreBackend(PersistentBackend):
             state.completed_tasks.setdefault(claim.task_id, TaskResult(claim.task_id, data))
             advance(snapshot)
             written, _, reserved = await composer.compose(
-                snapshot, stored, self._clock.now(), reserve=reserve
+                snapshot, stored, self._clock.now(), recording=(claim.task_id, data), reserve=reserve
             )
             return Write(written, (written, stored, snapshot, reserved))
 

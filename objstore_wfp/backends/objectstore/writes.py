@@ -43,24 +43,30 @@ class Composer:
         old: Snapshot | None,
         now: datetime,
         *,
+        recording: tuple[str, bytes] | None = None,
         reserve: timedelta | None = None,
     ) -> tuple[bytes, dict[str, str], str | None]:
-        """The document to write over ``old`` (``None``: a new incarnation), the ready map it
-        records, and the task reserved for the writer (with ``reserve``: the first task the
+        """The document to write over ``old`` (``None``: a new incarnation) with ``recording``
+        (a task id and its output) recorded too, the ready map it records, and the task reserved
+        for the writer (with ``reserve``: the first task the
         write makes ready gets a leased entry due after ``reserve``, so no poll offers it while
         the writer claims it). Writes the blobs and the index entries the document needs
         first. Raises ``ConflictError`` when ``snapshot`` offers a result that contradicts a
         recorded one."""
         incarnation = old.incarnation if old is not None else nonce()
         results: dict[str, Stash] = dict(old.results) if old is not None else {}
-        for task_id, result in snapshot.completed_tasks.items():
+        # A final state carries no completed tasks: the output being recorded comes separately.
+        offered = {t: r.output for t, r in snapshot.completed_tasks.items()}
+        if recording is not None:
+            offered.setdefault(*recording)
+        for task_id, output in offered.items():
             if task_id in results:
-                if not same(results[task_id], result.output):
+                if not same(results[task_id], output):
                     raise ConflictError(
                         f"task {task_id!r} of {snapshot.instance_id!r} already has another output"
                     )
                 continue
-            results[task_id] = await self.stash(incarnation, f"result {task_id}", result.output, now)
+            results[task_id] = await self.stash(incarnation, f"result {task_id}", output, now)
         initial: Stash | None = None
         if snapshot.initial_input is not None:
             kept = old.doc.get("initial_input") if old is not None else None
