@@ -424,24 +424,28 @@ class ObjectStoreSaver(BaseCheckpointSaver[int]):
             parent,
             self.serde.dumps_typed(stored),
             self.serde.dumps_typed(get_checkpoint_metadata(meta_config, metadata)),
+            secrets.token_hex(8),
         )
         result = _target_config(slot, checkpoint_id)
         head = self._heads.get(slot)
         if head is None or not head.live or head.checkpoint_id != parent:
             head = await self._read_head(slot)
         log_key = slot.checkpoint_key_at(number)
-        logged = False
+        # Whether this call created the checkpoint object: only then may a lost put remove it.
+        logged = created = False
         for _ in range(_PUT_ATTEMPTS):
-            if head is not None and head.live and head.checkpoint_id == checkpoint_id:
-                return result  # this very put already landed (a retried call)
+            if head is not None and head.live and checkpoint_id in (head.checkpoint_id, head.latest_parent):
+                # This put already landed: a retried call, or a compare-and-swap that applied
+                # though its answer was lost, and another writer has built on it since.
+                return result
             try:
                 self._check_parent(slot, head, parent, number, free)
             except CheckpointConflictError:
-                if logged:
+                if created:
                     await self.store.delete(log_key)
                 raise
             if not logged:
-                await self.store.put_if_absent(log_key, record.encode())
+                created = await self.store.put_if_absent(log_key, record.encode()) is not None
                 logged = True
             new = Head(slot, LIVE, checkpoint_id, record, _now(), secrets.token_hex(8))
             if head is None:
@@ -452,7 +456,8 @@ class ObjectStoreSaver(BaseCheckpointSaver[int]):
                 self._heads[slot] = replace(new, version=version)
                 return result
             head = await self._read_head(slot)
-        await self.store.delete(log_key)
+        if created:
+            await self.store.delete(log_key)
         raise CheckpointConflictError(
             slot.thread_id,
             slot.checkpoint_ns,
