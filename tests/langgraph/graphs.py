@@ -134,3 +134,14 @@ def watch(
             highest = max(highest, count)
     write_json(out_path, {"reads": reads, "highest": highest, "problems": problems[:20]})
     saver.close()
+
+
+def write_tasks(
+    url: str, options: dict[str, Any], config: dict[str, Any], tasks: list[str], barrier: Barrier
+) -> None:
+    """Child: ``put_writes`` for each task of ``tasks`` (two writes each) on one checkpoint."""
+    saver = ObjectStoreSaver.from_url(url, **options)
+    barrier.wait(BARRIER_TIMEOUT)
+    for task in tasks:
+        saver.put_writes(config, [("count", task), ("log", [task])], task, task_path=f"~{task}")
+    saver.close()

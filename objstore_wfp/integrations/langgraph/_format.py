@@ -139,6 +139,8 @@ class CheckpointRecord:
     parent_id: str | None
     checkpoint: tuple[str, bytes]
     metadata: tuple[str, bytes]
+    #: Fresh for every put, so that a retried put can tell its own object from an earlier one's.
+    nonce: str = ""
 
     def to_json(self) -> JSON:
         return envelope(
@@ -150,6 +152,7 @@ class CheckpointRecord:
                 "parent_checkpoint_id": self.parent_id,
                 "checkpoint": typed_to_json(self.checkpoint),
                 "metadata": typed_to_json(self.metadata),
+                "nonce": self.nonce,
             },
         )
 
@@ -165,6 +168,7 @@ class CheckpointRecord:
             r.opt_text("parent_checkpoint_id"),
             typed_from_json(r, "checkpoint"),
             typed_from_json(r, "metadata"),
+            r.text("nonce"),
         )
 
     @classmethod
@@ -193,6 +197,10 @@ class Head:
     @property
     def live(self) -> bool:
         return self.state == LIVE
+
+    @property
+    def latest_parent(self) -> str | None:
+        return None if self.latest is None else self.latest.parent_id
 
     def encode(self) -> bytes:
         return dumps(

@@ -19,9 +19,11 @@ import asyncio
 import builtins
 import concurrent.futures
 import contextlib
+import functools
+import operator
 import secrets
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
@@ -424,24 +426,28 @@ class ObjectStoreSaver(BaseCheckpointSaver[int]):
             parent,
             self.serde.dumps_typed(stored),
             self.serde.dumps_typed(get_checkpoint_metadata(meta_config, metadata)),
+            secrets.token_hex(8),
         )
         result = _target_config(slot, checkpoint_id)
         head = self._heads.get(slot)
         if head is None or not head.live or head.checkpoint_id != parent:
             head = await self._read_head(slot)
         log_key = slot.checkpoint_key_at(number)
-        logged = False
+        # Whether this call created the checkpoint object: only then may a lost put remove it.
+        logged = created = False
         for _ in range(_PUT_ATTEMPTS):
-            if head is not None and head.live and head.checkpoint_id == checkpoint_id:
-                return result  # this very put already landed (a retried call)
+            if head is not None and head.live and checkpoint_id in (head.checkpoint_id, head.latest_parent):
+                # This put already landed: a retried call, or a compare-and-swap that applied
+                # though its answer was lost, and another writer has built on it since.
+                return result
             try:
                 self._check_parent(slot, head, parent, number, free)
             except CheckpointConflictError:
-                if logged:
+                if created:
                     await self.store.delete(log_key)
                 raise
             if not logged:
-                await self.store.put_if_absent(log_key, record.encode())
+                created = await self.store.put_if_absent(log_key, record.encode()) is not None
                 logged = True
             new = Head(slot, LIVE, checkpoint_id, record, _now(), secrets.token_hex(8))
             if head is None:
@@ -452,7 +458,8 @@ class ObjectStoreSaver(BaseCheckpointSaver[int]):
                 self._heads[slot] = replace(new, version=version)
                 return result
             head = await self._read_head(slot)
-        await self.store.delete(log_key)
+        if created:
+            await self.store.delete(log_key)
         raise CheckpointConflictError(
             slot.thread_id,
             slot.checkpoint_ns,
@@ -485,7 +492,7 @@ class ObjectStoreSaver(BaseCheckpointSaver[int]):
         for start in range(0, len(keys), _BATCH):
             await asyncio.gather(*(self.store.delete(k) for k in keys[start : start + _BATCH]))
 
-    async def _purge(self, slot: Slot, keep: Any) -> None:
+    async def _purge(self, slot: Slot, keep: Callable[[int], bool]) -> None:
         """Delete the log objects of ``slot`` whose checkpoint number ``keep`` rejects."""
         doomed = []
         for key in await self._keys(slot.log_prefix):
@@ -538,7 +545,7 @@ class ObjectStoreSaver(BaseCheckpointSaver[int]):
             for head in await self._list_heads({"configurable": {"thread_id": thread_id}}):
                 kept = checkpoint_number(head.checkpoint_id)
                 # Newer than the head means a put in flight: never touched.
-                await self._purge(head.slot, lambda n, kept=kept: n >= kept)
+                await self._purge(head.slot, functools.partial(operator.le, kept))  # kept <= n
 
     async def _delete_for_runs(self, run_ids: Sequence[str]) -> None:
         doomed_runs = set(run_ids)
@@ -585,9 +592,7 @@ class ObjectStoreSaver(BaseCheckpointSaver[int]):
                 raise ConflictError(
                     f"copy_thread: target thread {target!r} (namespace {src.checkpoint_ns!r}) already exists"
                 )
-            keys = [
-                k for k in await self._keys(src.log_prefix) if (log_key_number(src, k) or last + 1) <= last
-            ]
+            keys = [k for k in await self._keys(src.log_prefix) if _at_most(log_key_number(src, k), last)]
             for start in range(0, len(keys), _BATCH):
                 found = await self._get_many(keys[start : start + _BATCH])
                 await asyncio.gather(
@@ -611,6 +616,8 @@ class ObjectStoreSaver(BaseCheckpointSaver[int]):
                 )
 
     async def _expire(self, older_than: timedelta, now: datetime | None) -> list[str]:
+        if older_than < timedelta(0):
+            raise InvalidArgumentError(f"older_than must not be negative, got {older_than}")
         cutoff = (now or _now()) - older_than
         by_thread: dict[str, list[Head]] = {}
         for head in await self._heads_at(await self._keys(HEADS)):
@@ -708,8 +715,6 @@ class ObjectStoreSaver(BaseCheckpointSaver[int]):
         """Delete every thread none of whose namespaces was written for ``older_than``; return
         their ids. A thread written to during the sweep is kept. Also finishes deletions a
         crashed caller left behind (tombstones). Reads every head."""
-        if older_than < timedelta(0):
-            raise InvalidArgumentError(f"older_than must not be negative, got {older_than}")
         return await self._call(self._expire(older_than, now))
 
     # -- BaseCheckpointSaver, sync -----------------------------------------------------------------
@@ -772,9 +777,12 @@ class ObjectStoreSaver(BaseCheckpointSaver[int]):
 
     def expire_threads(self, older_than: timedelta, *, now: datetime | None = None) -> builtins.list[str]:
         """Blocking :meth:`aexpire_threads`."""
-        if older_than < timedelta(0):
-            raise InvalidArgumentError(f"older_than must not be negative, got {older_than}")
         return self._run(self._expire(older_than, now))
+
+
+def _at_most(number: int | None, last: int) -> bool:
+    """Whether a log key's checkpoint number is known and at most ``last``."""
+    return number is not None and number <= last
 
 
 async def _next_chunk(chunks: AsyncGenerator[list[CheckpointTuple], None]) -> list[CheckpointTuple] | None:
