@@ -282,8 +282,11 @@ class Claims:
 
     # -- listing -----------------------------------------------------------------------------
     async def held(self, prefix: str) -> list[TaskClaim]:
-        """Every claim under ``prefix`` that has a holder in its instance's current incarnation."""
+        """Every claim under ``prefix`` that has a holder in its instance's current incarnation,
+        on a task whose result is not recorded (a worker lets a finished task's claim lapse
+        rather than spend a write releasing it)."""
         claims = []
+        snapshots: dict[str, Snapshot | None] = {}
         async for obj in self.store.list(prefix):
             try:
                 record = await self.read(obj.key)
@@ -293,11 +296,11 @@ class Claims:
             if record is None or record.holder is None:
                 continue
             instance = layout.encode_id(record.instance_id)
-            try:
-                current = await self._current(instance, record.incarnation)
-            except SerializationError:
-                current = False
-            if current:
+            if instance not in snapshots:
+                snapshots[instance] = await self.snapshots.read_quietly(instance)
+            stored = snapshots[instance]
+            incarnation = stored.incarnation if stored is not None else None
+            if record.incarnation == incarnation and not (stored and record.task_id in stored.results):
                 claims.append(record.public())
         return sorted(claims, key=lambda c: (c.instance_id, c.task_id))
 
