@@ -415,7 +415,8 @@ def test_a_new_user_runs_the_demo_then_looks_around(tmp_path: Path) -> None:
     """``demo`` without --store in an empty folder, then ``ls`` and ``show`` on the store it
     names: the completed instance shows every task's result, and the workers' event logs say
     who ran what."""
-    demo = _run(["demo", "--instances", "2", "--workers", "2", "--work", "0.1", "--lease", "1"], tmp_path)
+    argv = ["demo", "--instances", "2", "--workers", "2", "--work", "0.1", "--lease", "1", "--timeout", "40"]
+    demo = _run(argv, tmp_path)
     assert demo.returncode == 0, demo.stderr
     assert "workers: 2 processes, each running up to 2 tasks at once" in demo.stdout
     store = re.search(r"objstore-wfp ls --store (\S+)", demo.stdout)
