@@ -200,6 +200,7 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (corrupt / "claims" / "waiting" / "hello.json").write_bytes(noise)
     (corrupt / "snapshots" / "stray.json").write_bytes(b"")
     (corrupt / "stray-at-root").write_bytes(noise)
+    (corrupt / "snapshots" / os.fsdecode(b"bad-name-\xff.json")).write_bytes(noise)  # not a UTF-8 name
     return good, corrupt
 
 
