@@ -114,7 +114,7 @@ def _cases() -> list[Case]:
         Case(["gc", "--older-than", "soon", "--store", "{store}"], 2, "duration", id="gc-bad-age"),
         Case(["repair", "--grace=-1m", "--store", "{store}"], 2, "duration", id="repair-bad-grace"),
         Case(
-            ["show", "done", "--flow", "tests.test_cli:NOPE", "--store", "{store}"],
+            ["show", "waiting", "--flow", "tests.test_cli:NOPE", "--store", "{store}"],
             2,
             "no attribute 'NOPE'",
             id="show-flow-no-attribute",
