@@ -187,7 +187,7 @@ def test_python_dash_m_runs_the_cli() -> None:
 def test_demo_runs_to_completion_with_a_takeover_and_leaves_no_process(tmp_path: Path) -> None:
     store = tmp_path / "demo-store"
     command = [sys.executable, "-m", "objstore_wfp", "demo", "--store", str(store), "--json"]
-    command += ["--instances", "4", "--workers", "3", "--lease", "1.5", "--work", "0.3"]
+    command += ["--instances", "4", "--workers", "3", "--lease", "1.5", "--work", "0.3", "--timeout", "90"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)

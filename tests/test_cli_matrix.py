@@ -114,7 +114,7 @@ def _cases() -> list[Case]:
         Case(["gc", "--older-than", "soon", "--store", "{store}"], 2, "duration", id="gc-bad-age"),
         Case(["repair", "--grace=-1m", "--store", "{store}"], 2, "duration", id="repair-bad-grace"),
         Case(
-            ["show", "done", "--flow", "tests.test_cli:NOPE", "--store", "{store}"],
+            ["show", "waiting", "--flow", "tests.test_cli:NOPE", "--store", "{store}"],
             2,
             "no attribute 'NOPE'",
             id="show-flow-no-attribute",
@@ -200,6 +200,7 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (corrupt / "claims" / "waiting" / "hello.json").write_bytes(noise)
     (corrupt / "snapshots" / "stray.json").write_bytes(b"")
     (corrupt / "stray-at-root").write_bytes(noise)
+    (corrupt / "snapshots" / os.fsdecode(b"bad-name-\xff.json")).write_bytes(noise)  # not a UTF-8 name
     return good, corrupt
 
 
@@ -415,7 +416,8 @@ def test_a_new_user_runs_the_demo_then_looks_around(tmp_path: Path) -> None:
     """``demo`` without --store in an empty folder, then ``ls`` and ``show`` on the store it
     names: the completed instance shows every task's result, and the workers' event logs say
     who ran what."""
-    demo = _run(["demo", "--instances", "2", "--workers", "2", "--work", "0.1", "--lease", "1"], tmp_path)
+    argv = ["demo", "--instances", "2", "--workers", "2", "--work", "0.1", "--lease", "1", "--timeout", "40"]
+    demo = _run(argv, tmp_path)
     assert demo.returncode == 0, demo.stderr
     assert "workers: 2 processes, each running up to 2 tasks at once" in demo.stdout
     store = re.search(r"objstore-wfp ls --store (\S+)", demo.stdout)

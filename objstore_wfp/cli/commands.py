@@ -14,6 +14,7 @@ from objstore_wfp.cli.store import StoreChoice, open_cli_backend, open_cli_store
 from objstore_wfp.clock import SystemClock
 from objstore_wfp.errors import ConflictError, InvalidArgumentError, NotFoundError, SerializationError
 from objstore_wfp.model import Cancelled, Completed, Failed, InProgress, TaskClaim, WorkflowSnapshot
+from objstore_wfp.runtime import Flow
 from objstore_wfp.runtime.client import Client
 from objstore_wfp.runtime.progress import describe_position
 
@@ -94,15 +95,19 @@ async def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _finished_results(
-    backend: ObjectStoreBackend, snapshot: WorkflowSnapshot, flow_specs: list[str] | None
-) -> dict[str, bytes] | None:
-    """The recorded results of a Completed or Failed instance, whose snapshot no longer lists
-    its tasks: looked up task by task through its flow; ``None`` when the flow is unknown."""
+def _known_flows(specs: list[str] | None) -> dict[str, Flow]:
+    """The demo's flow and those given with ``--flow``, by definition hash."""
     from objstore_wfp.cli.demo_flow import FLOW as DEMO_FLOW
     from objstore_wfp.cli.flows import load_flows
 
-    flows = {f.definition_hash: f for f in [DEMO_FLOW, *load_flows(flow_specs or [])]}
+    return {f.definition_hash: f for f in [DEMO_FLOW, *load_flows(specs or [])]}
+
+
+async def _finished_results(
+    backend: ObjectStoreBackend, snapshot: WorkflowSnapshot, flows: dict[str, Flow]
+) -> dict[str, bytes] | None:
+    """The recorded results of a Completed or Failed instance, whose snapshot no longer lists
+    its tasks: looked up task by task through its flow; ``None`` when the flow is unknown."""
     flow = flows.get(snapshot.definition_hash)
     if flow is None:
         return None
@@ -115,6 +120,7 @@ async def _finished_results(
 
 
 async def cmd_show(args: argparse.Namespace) -> int:
+    flows = _known_flows(args.flow)
     backend = _backend(args, writes=False)
     async with backend:
         snapshot = await backend.load_snapshot(args.instance_id)
@@ -123,7 +129,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
         state = snapshot.state
         results: dict[str, bytes] | None
         if isinstance(state, (Completed, Failed)):
-            results = await _finished_results(backend, snapshot, args.flow)
+            results = await _finished_results(backend, snapshot, flows)
         else:
             results = {t: r.output for t, r in snapshot.completed_tasks.items()}
     now = SystemClock().now()

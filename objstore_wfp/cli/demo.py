@@ -79,6 +79,8 @@ class DemoRun:
     ids: dict[str, int]
     started: float
     executions: int = 0
+    #: Attempts that raised (retried, or the last one before the workflow was marked Failed).
+    failed_attempts: int = 0
     takeovers: int = 0
     recorded: set[tuple[str, str]] = field(default_factory=set)
     finished: set[str] = field(default_factory=set)
@@ -117,6 +119,8 @@ def _apply(run: DemoRun, worker: WorkerProcess, event: dict[str, Any], say: Any)
         run.executions += 1
         # When the task really started (the worker's clock, this machine): the view may lag.
         worker.running[key] = datetime.fromisoformat(event["at"]).timestamp()
+    elif kind == "retrying":
+        run.failed_attempts += 1
     elif kind == "claimed":
         worker.held.add(key)
         if (event.get("token") or 0) > 1:
@@ -130,6 +134,8 @@ def _apply(run: DemoRun, worker: WorkerProcess, event: dict[str, Any], say: Any)
             if key[1] == FINAL_TASK:
                 run.finished.add(key[0])
         elif kind == "failed":
+            run.failed_attempts += 1
+            run.finished.add(key[0])  # the workflow is Failed: nothing more to wait for
             say(f"{worker.name}: task {key[0]}/{key[1]} failed: {event.get('detail')}")
     elif kind == "stopped":
         worker.status = "stopped"
@@ -192,7 +198,8 @@ async def _submit(store: StoreChoice, options: dict[str, Any], count: int, repla
 async def _outcomes(
     store: StoreChoice, options: dict[str, Any], ids: dict[str, int], wait: float
 ) -> dict[str, str]:
-    """Per instance: ``ok``, or what is wrong with it; waits up to ``wait`` s for stragglers."""
+    """Per instance: ``ok``, or what is wrong with it (its state's name, or its wrong output);
+    waits up to ``wait`` s for instances still in progress."""
     deadline = time.monotonic() + wait
     backend = open_cli_backend(store, options, writes=False)
     async with backend:
@@ -206,7 +213,7 @@ async def _outcomes(
                     outcomes[instance_id] = f"wrong output {state.final_output.decode()}"
                 else:
                     outcomes[instance_id] = "ok"
-            if all(v == "ok" for v in outcomes.values()) or time.monotonic() >= deadline:
+            if "InProgress" not in outcomes.values() or time.monotonic() >= deadline:
                 return outcomes
             await asyncio.sleep(0.2)
 
@@ -303,7 +310,7 @@ def _run_demo(
         stamped = f"[{time.monotonic() - run.started:5.1f}s] {message}"
         run.messages.append(stamped)
         if live is None:
-            console.print(stamped, highlight=False)
+            console.print(stamped, highlight=False, soft_wrap=True)
 
     started = time.monotonic()
     ids = asyncio.run(_submit(store, options, args.instances, args.replace))
@@ -388,7 +395,8 @@ def _summary(
         "problems": {k: v for k, v in outcomes.items() if v != "ok"},
         "tasks_recorded": unique,
         "task_executions": run.executions,
-        "duplicate_executions": max(0, run.executions - unique),
+        "failed_attempts": run.failed_attempts,
+        "duplicate_executions": max(0, run.executions - unique - run.failed_attempts),
         "takeovers": run.takeovers,
         "store_requests": requests,
         "store_requests_per_task": round(requests / unique, 1) if unique else None,
@@ -426,6 +434,7 @@ def _print_summary(console: Any, s: dict[str, Any]) -> None:
         ("tasks recorded", str(s["tasks_recorded"])),
         ("task executions", str(s["task_executions"])),
         ("duplicate executions", f"{s['duplicate_executions']} (at-least-once: runs cut short by the kill)"),
+        *([("failed attempts", str(s["failed_attempts"]))] if s["failed_attempts"] else []),
         ("takeovers", str(s["takeovers"])),
     ]
     k = s["killed"]
