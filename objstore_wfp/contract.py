@@ -130,17 +130,19 @@ class PersistentBackend(ABC):
         advance: Callable[[WorkflowSnapshot], bool],
         *,
         reserve: timedelta | None = None,
-    ) -> tuple[WorkflowSnapshot, str | None]:
+        take: int = 1,
+    ) -> tuple[WorkflowSnapshot, list[str]]:
         """Record ``output`` for ``claim``'s task (fenced by the claim; an output already
         recorded by another execution wins and is kept), then let ``advance`` move the workflow
-        and save it by compare-and-swap. Returns the saved snapshot and a task it made ready that
-        the caller may claim next (``None`` if none). ``reserve`` (seconds as a ``timedelta``)
-        asks the backend to keep that task out of other workers' polls for that long, where it
-        can. Raises ``ClaimLostError``, ``NotFoundError``, and ``ConflictError`` when the
-        instance is final without this task's output.
+        and save it by compare-and-swap. Returns the saved snapshot and up to ``take`` tasks it
+        made ready that the caller may claim next. ``reserve`` asks the backend to keep those
+        tasks out of other workers' polls for that long, where it can (an object store can; a
+        poll then never offers a task its next holder is about to claim). Raises
+        ``ClaimLostError``, ``NotFoundError``, and ``ConflictError`` when the instance is final
+        without this task's output.
 
         The default is :meth:`save_task_result` followed by a load/advance/save loop (two
-        writes); a backend may do both in one atomic write.
+        writes, no reservation); a backend may do both in one atomic write.
         """
         from objstore_wfp.runtime.cas import update_snapshot
 
@@ -158,7 +160,7 @@ class PersistentBackend(ABC):
 
         snapshot = await update_snapshot(self, claim.instance_id, mutate)
         fresh = [t for t in snapshot.available_task_ids() if t not in before]
-        return snapshot, (fresh[0] if fresh and not snapshot.is_terminal else None)
+        return snapshot, fresh[:take]
 
     # -- lifecycle -------------------------------------------------------------------------
     async def close(self) -> None:

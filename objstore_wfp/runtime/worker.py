@@ -171,6 +171,9 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._stop: asyncio.Event | None = None
         self._inflight: set[asyncio.Task[int]] = set()
+        # Tasks this worker is claiming or running: a poll that races a claim's index update
+        # may offer them again, and claiming one's own task only costs a refused write.
+        self._busy: set[tuple[str, str]] = set()
 
     # -- public entry points -------------------------------------------------------------------
     async def run_once(self) -> int:
@@ -324,7 +327,7 @@ class Worker:
                 return []
             usable = [t for t in found if self._step_for(t) is not None]
             if len(usable) >= wanted or len(found) < limit or limit >= MAX_FIND_LIMIT:
-                return usable[:wanted]
+                return [t for t in usable if (t.instance_id, t.task_id) not in self._busy][:wanted]
             limit = min(MAX_FIND_LIMIT, limit * 4)
 
     def _step_for(self, task: AvailableTask) -> tuple[Flow, Step] | None:
@@ -341,18 +344,27 @@ class Worker:
         if found is None:
             return 0
         flow, _ = found
-        claim = await self._claim(task.instance_id, task.task_id)
-        data = task.input
-        completed = 0
-        while claim is not None:
+        return await self._chain(flow, task.instance_id, task.task_id, task.input)
+
+    async def _chain(self, flow: Flow, instance_id: str, task_id: str, data: bytes | None) -> int:
+        """Claim and run a task, then the tasks its completion made ready and reserved for this
+        worker (a chain's next step, a fork's branches: claimed directly, no poll), as far as
+        they go; return how many tasks ended recorded."""
+        current = (instance_id, task_id)
+        self._busy.add(current)
+        try:
+            claim = await self._claim(*current)
+            if claim is None:
+                return 0
             done, after = await self._execute(flow, claim, data)
-            completed += done
             if after is None or self._stop_requested():
-                break
-            snapshot, next_task = after
-            claim = await self._claim(snapshot.instance_id, next_task)
+                return done
+            snapshot, following = after
             data = snapshot.task_input()
-        return completed
+            branches = await asyncio.gather(*(self._chain(flow, instance_id, t, data) for t in following))
+            return done + sum(branches)
+        finally:
+            self._busy.discard(current)
 
     def _stop_requested(self) -> bool:
         return self._stop is not None and self._stop.is_set()
@@ -368,10 +380,10 @@ class Worker:
 
     async def _execute(
         self, flow: Flow, claim: TaskClaim, data: bytes | None
-    ) -> tuple[int, tuple[WorkflowSnapshot, str] | None]:
+    ) -> tuple[int, tuple[WorkflowSnapshot, list[str]] | None]:
         """Run one claimed task, record its output and advance the workflow in one write.
-        Returns (1 if the task ended recorded, else 0) and, when the write made a task ready
-        that this worker may run next, the saved snapshot and that task's id."""
+        Returns (1 if the task ended recorded, else 0) and, when the write made tasks ready
+        that this worker may run next, the saved snapshot and those tasks' ids."""
         iid, tid = claim.instance_id, claim.task_id
         step = flow.task(tid)
         if step is None:
@@ -404,8 +416,12 @@ class Worker:
                 await self._fail(iid, tid, outcome.error)
                 return 0, None
             try:
-                snapshot, next_task = await self.backend.record_and_advance(
-                    lease.claim, outcome, lambda s: self._advance(flow, s), reserve=self.lease
+                snapshot, following = await self.backend.record_and_advance(
+                    lease.claim,
+                    outcome,
+                    lambda s: self._advance(flow, s),
+                    reserve=self.lease,
+                    take=1 + max(0, self.concurrency - len(self._busy)),
                 )
             except ClaimLostError as exc:
                 holding = False
@@ -425,7 +441,7 @@ class Worker:
             else:
                 self.stats.recorded += 1
                 self._emit("recorded", iid, tid, token=claim.token)
-            return 1, (None if next_task is None else (snapshot, next_task))
+            return 1, ((snapshot, following) if following else None)
         except asyncio.CancelledError:
             self._emit("released", iid, tid, token=claim.token, detail="worker shutting down")
             raise

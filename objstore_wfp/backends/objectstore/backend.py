@@ -228,12 +228,15 @@ class ObjectStoreBackend(PersistentBackend):
             log.warning("overwriting unreadable snapshot of %r", snapshot.instance_id)
             return None
 
-    async def _after_write(self, composer: Composer, old: Snapshot | None, written: Snapshot) -> None:
+    async def _after_write(
+        self, composer: Composer, old: Snapshot | None, written: Snapshot, also: list[str] | None = None
+    ) -> None:
         """Entries go only after the write that stops referencing them (crash safety)."""
-        stale = composer.leftovers(written.ready)
+        stale = composer.leftovers(written.ready) + (also or [])
         if old is not None:
+            instance = layout.encode_id(written.instance_id)
             stale += [
-                layout.ready_key(slot, written_key_instance(written), layout.encode_id(t))
+                layout.ready_key(slot, instance, layout.encode_id(t))
                 for t, slot in old.ready.items()
                 if written.ready.get(t) != slot
             ]
@@ -373,11 +376,12 @@ class ObjectStoreBackend(PersistentBackend):
         advance: Callable[[WorkflowSnapshot], bool],
         *,
         reserve: timedelta | None = None,
-    ) -> tuple[WorkflowSnapshot, str | None]:
+        take: int = 1,
+    ) -> tuple[WorkflowSnapshot, list[str]]:
         """Record ``output`` for ``claim``'s task and apply ``advance`` in ONE fenced
         compare-and-swap (see :meth:`PersistentBackend.record_and_advance`). With ``reserve``,
-        the first task the write makes ready is kept out of polls for that long and returned,
-        for the caller to claim next. The claim lapses rather than being released (the task is
+        the first ``take`` tasks the write makes ready are kept out of polls for that long and
+        returned, for the caller to claim next. The claim lapses rather than being released (the task is
         done; releasing would cost a write)."""
         check_claim_for(claim, claim.instance_id, claim.task_id)
         data = check_output(output)
@@ -388,7 +392,7 @@ class ObjectStoreBackend(PersistentBackend):
 
         async def decide(
             found: StoredObject | None,
-        ) -> Write[tuple[bytes, Snapshot, WorkflowSnapshot, str | None]]:
+        ) -> Write[tuple[bytes, Snapshot, WorkflowSnapshot, list[str]]]:
             stored = self._snapshots.parse(found, instance)
             if stored is None:
                 raise NotFoundError(f"no snapshot for instance {claim.instance_id!r}")
@@ -403,7 +407,12 @@ class ObjectStoreBackend(PersistentBackend):
             state.completed_tasks.setdefault(claim.task_id, TaskResult(claim.task_id, data))
             advance(snapshot)
             written, _, reserved = await composer.compose(
-                snapshot, stored, self._clock.now(), recording=(claim.task_id, data), reserve=reserve
+                snapshot,
+                stored,
+                self._clock.now(),
+                recording=(claim.task_id, data),
+                reserve=reserve,
+                take=take,
             )
             return Write(written, (written, stored, snapshot, reserved))
 
@@ -423,9 +432,8 @@ class ObjectStoreBackend(PersistentBackend):
         new = self._snapshots.parse(StoredObject(written, version), instance)
         assert new is not None
         leased = self._claims.dismiss(claim)
-        if leased is not None and claim.task_id not in new.ready:
-            await self._index.delete_quietly([leased])
-        await self._after_write(composer, old, new)
+        done = [leased] if leased is not None and claim.task_id not in new.ready else []
+        await self._after_write(composer, old, new, done)
         snapshot.version = version
         return snapshot, reserved
 
@@ -568,7 +576,3 @@ def _lost(claim: TaskClaim) -> ClaimLostError:
         f"worker {claim.worker_id!r} no longer holds task {claim.task_id!r} of "
         f"{claim.instance_id!r} with token {claim.token}"
     )
-
-
-def written_key_instance(stored: Snapshot) -> str:
-    return layout.encode_id(stored.instance_id)

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.cas import UNREAD, Keep, Write, _Unread, compare_and_swap
 from objstore_wfp.backends.objectstore.documents import ClaimRecord, Snapshot, parse_claim
-from objstore_wfp.backends.objectstore.ready import ReadyIndex
+from objstore_wfp.backends.objectstore.ready import ReadyIndex, epoch_us, slot_due_us
 from objstore_wfp.backends.objectstore.snapshots import Snapshots
 from objstore_wfp.backends.validation import expiry
 from objstore_wfp.clock import Clock
@@ -145,9 +145,16 @@ class Claims:
             record = ClaimRecord(instance_id, task_id, incarnation, worker_id, token, now, expires)
             return Write(record.to_bytes(), record)
 
-        # The first attempt assumes no object: one request when uncontended.
+        # A task reserved for a chaining worker is claimed blind (one request). A task any poll
+        # may offer is read first: a lost race then costs a GET instead of a refused PUT, which
+        # S3 bills 12.5 times as much.
+        reserved = stored is not None and _reserved(stored, task_id, self.clock.now())
         record, version = await compare_and_swap(
-            self.store, key, decide, known=None, what=f"claim on task {task_id!r} of {instance_id!r}"
+            self.store,
+            key,
+            decide,
+            known=None if reserved else UNREAD,
+            what=f"claim on task {task_id!r} of {instance_id!r}",
         )
         if record is None or version is None:
             return None
@@ -303,6 +310,12 @@ class Claims:
             if record.incarnation == incarnation and not (stored and record.task_id in stored.results):
                 claims.append(record.public())
         return sorted(claims, key=lambda c: (c.instance_id, c.task_id))
+
+
+def _reserved(stored: Snapshot, task_id: str, now: datetime) -> bool:
+    """Whether ``task_id``'s entry is leased into the future (kept for a chaining worker)."""
+    slot = stored.ready.get(task_id)
+    return slot is not None and layout.slot_kind(slot) == layout.LEASED and slot_due_us(slot) > epoch_us(now)
 
 
 def _key(instance_id: str, task_id: str) -> str:

@@ -45,14 +45,14 @@ class Composer:
         *,
         recording: tuple[str, bytes] | None = None,
         reserve: timedelta | None = None,
-    ) -> tuple[bytes, dict[str, str], str | None]:
+        take: int = 1,
+    ) -> tuple[bytes, dict[str, str], list[str]]:
         """The document to write over ``old`` (``None``: a new incarnation) with ``recording``
-        (a task id and its output) recorded too, the ready map it records, and the task reserved
-        for the writer (with ``reserve``: the first task the
-        write makes ready gets a leased entry due after ``reserve``, so no poll offers it while
-        the writer claims it). Writes the blobs and the index entries the document needs
-        first. Raises ``ConflictError`` when ``snapshot`` offers a result that contradicts a
-        recorded one."""
+        (a task id and its output) recorded too, the ready map it records, and the tasks reserved
+        for the writer: with ``reserve``, the first ``take`` tasks the write makes ready get a
+        leased entry due after ``reserve``, so no poll offers them while the writer claims them.
+        Writes the blobs and the index entries the document needs first. Raises
+        ``ConflictError`` when ``snapshot`` offers a result that contradicts a recorded one."""
         incarnation = old.incarnation if old is not None else nonce()
         results: dict[str, Stash] = dict(old.results) if old is not None else {}
         # A final state carries no completed tasks: the output being recorded comes separately.
@@ -81,15 +81,15 @@ class Composer:
             state["final_output"] = await self.stash(incarnation, "final", snapshot.state.final_output, now)
 
         ready: dict[str, str] = {}
-        reserved: str | None = None
+        reserved: list[str] = []
         for task_id in snapshot.available_task_ids():
             if task_id in results:
                 continue
             was_ready = old is not None and task_id in old.ready
             if old is not None and was_ready and old.priority == snapshot.priority:
                 ready[task_id] = old.ready[task_id]
-            elif reserve is not None and reserved is None:
-                reserved = task_id
+            elif reserve is not None and len(reserved) < take:
+                reserved.append(task_id)
                 ready[task_id] = ReadyIndex.leased_slot(snapshot.priority, now + reserve)
             elif was_ready or (old is not None and task_id in old.fences):
                 # It may be claimed already (a claim moves only the entry it knows; an early
