@@ -162,6 +162,29 @@ class PersistentBackend(ABC):
         fresh = [t for t in snapshot.available_task_ids() if t not in before]
         return snapshot, fresh[:take]
 
+    async def claim_available(
+        self,
+        worker_id: str,
+        limit: int,
+        ttl: timedelta | None,
+        accept: Callable[[str, str, str], bool] = lambda instance_id, task_id, definition_hash: True,
+    ) -> list[tuple[AvailableTask, TaskClaim]]:
+        """Find available tasks and claim them for ``worker_id`` with ``ttl``: up to ``limit``
+        ``(task, claim)`` pairs, only of tasks for which ``accept(instance_id, task_id,
+        definition_hash)`` holds. A worker's poll in one call; unlike :meth:`find_available_tasks` it need not
+        return the very oldest tasks (a backend may spread workers over the ready ones).
+
+        The default finds ``limit`` tasks and claims them in order."""
+        found = await self.find_available_tasks(worker_id, limit)
+        won = []
+        for task in found:
+            if not accept(task.instance_id, task.task_id, task.workflow_definition_hash):
+                continue
+            claim = await self.claim_task(task.instance_id, task.task_id, worker_id, ttl)
+            if claim is not None:
+                won.append((task, claim))
+        return won
+
     # -- lifecycle -------------------------------------------------------------------------
     async def close(self) -> None:
         """Release connections and other resources. The default does nothing."""

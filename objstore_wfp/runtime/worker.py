@@ -181,7 +181,7 @@ class Worker:
         and return how many tasks it completed. For serverless handlers and cron jobs."""
         with self._thread_pool():
             found = await self._find(self.concurrency)
-            done = await asyncio.gather(*(self._process(task) for task in found))
+            done = await asyncio.gather(*(self._process(task, claim) for task, claim in found))
         return sum(done)
 
     async def run_until_idle(self) -> int:
@@ -267,8 +267,8 @@ class Worker:
                 while not self._stop.is_set():
                     free = self.concurrency - len(self._inflight)
                     found = await self._find(free) if free else []
-                    for task in found:
-                        self._inflight.add(asyncio.ensure_future(self._process(task)))
+                    for task, claim in found:
+                        self._inflight.add(asyncio.ensure_future(self._process(task, claim)))
                     if not self._inflight and not found:
                         if until_idle:
                             if await self.sweep() == 0:
@@ -315,19 +315,34 @@ class Worker:
                 completed += task.result()
         return completed
 
-    async def _find(self, wanted: int) -> list[AvailableTask]:
-        """Up to ``wanted`` available tasks of known flows. Asks for more when tasks of flows
-        this worker does not know fill the answer."""
+    async def _find(self, wanted: int) -> list[tuple[AvailableTask, TaskClaim]]:
+        """Find and claim up to ``wanted`` tasks of known flows that this worker is not already
+        running. Asks for more when tasks of flows it does not know fill the answer."""
+        claimed: list[tuple[AvailableTask, TaskClaim]] = []
         limit = wanted
         while True:
+            skipped = 0
+
+            def accept(instance_id: str, task_id: str, definition_hash: str) -> bool:
+                nonlocal skipped
+                flow = self.registry.get(definition_hash)
+                if flow is None or flow.task(task_id) is None:
+                    skipped += 1
+                    return False
+                return (instance_id, task_id) not in self._busy and all(
+                    (t.instance_id, t.task_id) != (instance_id, task_id) for t, _ in claimed
+                )
+
             try:
-                found = await self.backend.find_available_tasks(self.worker_id, limit)
+                found = await self.backend.claim_available(
+                    self.worker_id, limit - len(claimed), self.lease, accept
+                )
             except BackendError as exc:
-                log.warning("worker %s: find_available_tasks failed: %s", self.worker_id, exc)
-                return []
-            usable = [t for t in found if self._step_for(t) is not None]
-            if len(usable) >= wanted or len(found) < limit or limit >= MAX_FIND_LIMIT:
-                return [t for t in usable if (t.instance_id, t.task_id) not in self._busy][:wanted]
+                log.warning("worker %s: polling for tasks failed: %s", self.worker_id, exc)
+                return claimed
+            claimed.extend(found)
+            if len(claimed) >= wanted or not skipped or limit >= MAX_FIND_LIMIT:
+                return claimed
             limit = min(MAX_FIND_LIMIT, limit * 4)
 
     def _step_for(self, task: AvailableTask) -> tuple[Flow, Step] | None:
@@ -336,24 +351,27 @@ class Worker:
         return (flow, step) if flow is not None and step is not None else None
 
     # -- one task ------------------------------------------------------------------------------
-    async def _process(self, task: AvailableTask) -> int:
-        """Claim a found task and run it, then keep going down its chain while each finished
-        step makes one next task ready (claimed directly: no poll, no read); return how many
-        tasks ended recorded."""
+    async def _process(self, task: AvailableTask, claim: TaskClaim) -> int:
+        """Run a claimed task, then keep going down its chain; return how many tasks ended
+        recorded."""
         found = self._step_for(task)
         if found is None:
+            await self._release(task.instance_id, task.task_id)
             return 0
         flow, _ = found
-        return await self._chain(flow, task.instance_id, task.task_id, task.input)
+        return await self._chain(flow, task.instance_id, task.task_id, task.input, claim)
 
-    async def _chain(self, flow: Flow, instance_id: str, task_id: str, data: bytes | None) -> int:
-        """Claim and run a task, then the tasks its completion made ready and reserved for this
-        worker (a chain's next step, a fork's branches: claimed directly, no poll), as far as
-        they go; return how many tasks ended recorded."""
+    async def _chain(
+        self, flow: Flow, instance_id: str, task_id: str, data: bytes | None, claim: TaskClaim | None = None
+    ) -> int:
+        """Run a task (claiming it first unless ``claim`` is given), then the tasks its
+        completion made ready and reserved for this worker (a chain's next step, a fork's
+        branches: claimed directly, no poll), as far as they go; return how many tasks ended
+        recorded."""
         current = (instance_id, task_id)
         self._busy.add(current)
         try:
-            claim = await self._claim(*current)
+            claim = claim or await self._claim(*current)
             if claim is None:
                 return 0
             done, after = await self._execute(flow, claim, data)

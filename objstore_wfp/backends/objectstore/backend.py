@@ -9,8 +9,10 @@ terminal states and incarnations hold atomically.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -61,6 +63,8 @@ log = logging.getLogger(__name__)
 
 #: Outputs and inputs larger than this (bytes) live in their own ``blobs/`` objects.
 INLINE_LIMIT = 256 * 1024
+#: ``claim_available`` draws its candidates at random from this many times ``limit`` due entries.
+SPREAD = 4
 
 
 class ObjectStoreBackend(PersistentBackend):
@@ -478,6 +482,58 @@ class ObjectStoreBackend(PersistentBackend):
             return []
         await self._ready()
         return await self._index.find(limit, self._clock.now())
+
+    async def claim_available(
+        self,
+        worker_id: str,
+        limit: int,
+        ttl: timedelta | None,
+        accept: Callable[[str, str, str], bool] = lambda instance_id, task_id, definition_hash: True,
+    ) -> list[tuple[AvailableTask, TaskClaim]]:
+        """Find and claim up to ``limit`` tasks (see :meth:`PersistentBackend.claim_available`).
+
+        Candidates come from one LIST: the first ``SPREAD * limit`` due entries, in random order
+        within each priority, so workers polling at once mostly try different tasks. Each costs
+        a GET of its snapshot and a GET of its claim before the claim's write: a race lost to
+        another worker costs two GETs, never a refused PUT."""
+        validate_id(worker_id, "worker_id")
+        check_limit(limit)
+        check_duration(ttl, "ttl", optional=True)
+        await self._ready()
+        now = self._clock.now()
+        candidates = await self._index.due(now, SPREAD * limit)
+        random.shuffle(candidates)
+        candidates.sort(key=lambda entry: entry.priority)
+        won: list[tuple[AvailableTask, TaskClaim]] = []
+
+        async def attempt(entry: layout.ReadyEntry) -> tuple[AvailableTask, TaskClaim] | None:
+            offered = await self._index.offer(entry, now)
+            if offered is None:
+                return None
+            stored, task_id = offered
+            definition = str(stored.doc["definition_hash"])
+            if not accept(stored.instance_id, task_id, definition):
+                return None
+            claim = await self._claims.claim(stored.instance_id, task_id, worker_id, ttl)
+            if claim is None:
+                return None
+            try:
+                data = await self._snapshots.task_input(stored)
+            except SerializationError:
+                await self._claims.release(stored.instance_id, task_id, worker_id)
+                raise
+            return AvailableTask(stored.instance_id, task_id, data, definition, stored.priority), claim
+
+        while candidates and len(won) < limit:
+            batch, candidates = candidates[: limit - len(won)], candidates[limit - len(won) :]
+            for outcome in await asyncio.gather(*(attempt(e) for e in batch), return_exceptions=True):
+                if isinstance(outcome, SerializationError):
+                    log.warning("skipping unreadable task: %s", outcome)
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                elif outcome is not None:
+                    won.append(outcome)
+        return won
 
     # -- cancellation ------------------------------------------------------------------------
     async def _update(

@@ -152,6 +152,32 @@ class ReadyIndex:
             unique.setdefault((task.instance_id, task.task_id), task)
         return list(unique.values())[:limit]
 
+    async def due(self, now: datetime, count: int) -> list[layout.ReadyEntry]:
+        """The first ``count`` entries due at ``now`` in dispatch order, from LIST pages only."""
+        now_us = epoch_us(now)
+        entries: list[layout.ReadyEntry] = []
+        async for obj in self.store.list(layout.READY):
+            entry = layout.parse_ready_key(obj.key)
+            if entry is None or entry.due_us > now_us or self._still_held(entry.key, now_us):
+                continue
+            entries.append(entry)
+            if len(entries) >= count:
+                break
+        return entries
+
+    async def offer(self, entry: layout.ReadyEntry, now: datetime) -> tuple[Snapshot, str] | None:
+        """The current snapshot and ready task an entry stands for, or ``None`` (a stale entry
+        past the grace period is deleted). One GET."""
+        stored = await self.snapshots.read_quietly(entry.instance)
+        task_id = _ready_task(stored, entry)
+        if stored is None or task_id is None:
+            if epoch_us(now) - entry.due_us > STALE_GRACE // timedelta(microseconds=1):
+                await self.delete_quietly([entry.key])
+            return None
+        if stored.cancel is not None:
+            return None
+        return stored, task_id
+
     def _still_held(self, key: str, now_us: int) -> bool:
         with self._lock:
             until = self._held.get(key)
