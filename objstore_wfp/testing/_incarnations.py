@@ -15,17 +15,9 @@ from datetime import timedelta
 from objstore_wfp.clock import ManualClock
 from objstore_wfp.contract import PersistentBackend
 from objstore_wfp.errors import ClaimLostError, NotFoundError
-from objstore_wfp.model import AtFork, TaskClaim
+from objstore_wfp.model import AtFork
 from objstore_wfp.runtime import Client, Flow
-from objstore_wfp.testing._support import TTL, expect, make_snapshot
-
-
-async def _claim(
-    backend: PersistentBackend, worker: str, ttl: timedelta | None = TTL, task: str = "t1"
-) -> TaskClaim:
-    claim = await backend.claim_task("wf-1", task, worker, ttl)
-    assert claim is not None, f"{worker} should have won the claim on {task!r}, got None"
-    return claim
+from objstore_wfp.testing._support import TTL, expect, make_snapshot, won_claim
 
 
 async def _recreate(backend: PersistentBackend, initial_input: bytes = b"second") -> None:
@@ -60,9 +52,9 @@ class IncarnationTests:
     # -- tokens ------------------------------------------------------------------------------
     async def test_token_after_delete_and_recreate_is_higher(self, backend: PersistentBackend) -> None:
         await backend.save_snapshot(make_snapshot())
-        first = await _claim(backend, "w1", ttl=None)
+        first = await won_claim(backend, "w1", ttl=None)
         await _recreate(backend)
-        second = await _claim(backend, "w1")
+        second = await won_claim(backend, "w1")
         assert second.token == first.token + 1, (
             f"the first claim after delete and re-create must continue the task's tokens "
             f"({first.token} -> {first.token + 1}), got {second.token}"
@@ -74,9 +66,9 @@ class IncarnationTests:
         tokens = []
         for round_ in range(3):
             await backend.save_snapshot(make_snapshot(initial_input=f"round {round_}".encode()))
-            tokens.append((await _claim(backend, "w1")).token)
+            tokens.append((await won_claim(backend, "w1")).token)
             await backend.release_task_claim("wf-1", "t1", "w1")
-            tokens.append((await _claim(backend, "w2", ttl=timedelta(0))).token)
+            tokens.append((await won_claim(backend, "w2", ttl=timedelta(0))).token)
             clock.advance(TTL)  # w2's claim expired and was never released when the instance goes
             await backend.delete_snapshot("wf-1")
         assert tokens == [1, 2, 3, 4, 5, 6], (
@@ -85,19 +77,19 @@ class IncarnationTests:
 
     async def test_token_of_never_released_claim_survives_delete(self, backend: PersistentBackend) -> None:
         await backend.save_snapshot(make_snapshot(position=AtFork("f", ["a", "b"])))
-        a = await _claim(backend, "w1", task="a")
+        a = await won_claim(backend, "w1", task="a")
         await backend.release_task_claim("wf-1", "a", "w1")
-        a = await _claim(backend, "w1", task="a")
-        b = await _claim(backend, "w2", task="b", ttl=None)
+        a = await won_claim(backend, "w1", task="a")
+        b = await won_claim(backend, "w2", task="b", ttl=None)
         await backend.delete_snapshot("wf-1")
         # Claims need no snapshot: these are taken while the instance does not exist.
-        assert (await _claim(backend, "w3", task="a")).token == a.token + 1
-        assert (await _claim(backend, "w3", task="b")).token == b.token + 1
+        assert (await won_claim(backend, "w3", task="a")).token == a.token + 1
+        assert (await won_claim(backend, "w3", task="b")).token == b.token + 1
 
     # -- a claim of the deleted incarnation --------------------------------------------------
     async def test_old_claim_cannot_record_into_new_incarnation(self, backend: PersistentBackend) -> None:
         await backend.save_snapshot(make_snapshot(initial_input=b"first"))
-        old = await _claim(backend, "w1", ttl=None)
+        old = await won_claim(backend, "w1", ttl=None)
         await _recreate(backend)
         with expect(ClaimLostError, "save_task_result with a claim of the deleted incarnation"):
             await backend.save_task_result("wf-1", "t1", b"from the first input", claim=old)
@@ -108,7 +100,7 @@ class IncarnationTests:
 
     async def test_old_claim_cannot_record_while_deleted(self, backend: PersistentBackend) -> None:
         await backend.save_snapshot(make_snapshot())
-        old = await _claim(backend, "w1", ttl=None)
+        old = await won_claim(backend, "w1", ttl=None)
         await backend.delete_snapshot("wf-1")
         with _refused_as_dead("save_task_result with a claim of a deleted instance"):
             await backend.save_task_result("wf-1", "t1", b"out", claim=old)
@@ -117,24 +109,24 @@ class IncarnationTests:
 
     async def test_old_claim_cannot_extend_or_release(self, backend: PersistentBackend) -> None:
         await backend.save_snapshot(make_snapshot())
-        await _claim(backend, "w1", ttl=None)
+        await won_claim(backend, "w1", ttl=None)
         await _recreate(backend)
         with expect(NotFoundError, "extend_task_claim of a claim of the deleted incarnation"):
             await backend.extend_task_claim("wf-1", "t1", "w1", TTL)
         with expect(NotFoundError, "release_task_claim of a claim of the deleted incarnation"):
             await backend.release_task_claim("wf-1", "t1", "w1")
-        new = await _claim(backend, "w2")
+        new = await won_claim(backend, "w2")
         assert new.token == 2
 
     async def test_old_claim_does_not_block_new_incarnation(self, backend: PersistentBackend) -> None:
         await backend.save_snapshot(make_snapshot(initial_input=b"first"))
-        old = await _claim(backend, "w1", ttl=None)  # never expires: only the incarnation frees it
+        old = await won_claim(backend, "w1", ttl=None)  # never expires: only the incarnation frees it
         await _recreate(backend, b"second")
         found = await backend.find_available_tasks("w2", 10)
         assert [(t.task_id, t.input) for t in found] == [("t1", b"second")], (
             f"a claim of the deleted incarnation must not hide the new one's task, found {found}"
         )
-        new = await _claim(backend, "w2")
+        new = await won_claim(backend, "w2")
         assert new.token == old.token + 1
         assert await backend.find_available_tasks("w3", 10) == [], "the new claim must hide the task"
         assert await backend.claim_task("wf-1", "t1", "w1", TTL) is None, "the new claim must block"
@@ -143,9 +135,9 @@ class IncarnationTests:
         self, backend: PersistentBackend, clock: ManualClock
     ) -> None:
         await backend.save_snapshot(make_snapshot())
-        old = await _claim(backend, "w1")
+        old = await won_claim(backend, "w1")
         await _recreate(backend)
-        new = await _claim(backend, "w2")
+        new = await won_claim(backend, "w2")
         with expect(ClaimLostError, "release_task_claim by the old incarnation's holder"):
             await backend.release_task_claim("wf-1", "t1", "w1")
         with expect(ClaimLostError, "extend_task_claim by the old incarnation's holder"):
@@ -159,9 +151,9 @@ class IncarnationTests:
 
     async def test_same_worker_in_both_incarnations(self, backend: PersistentBackend) -> None:
         await backend.save_snapshot(make_snapshot())
-        old = await _claim(backend, "w1", ttl=None)
+        old = await won_claim(backend, "w1", ttl=None)
         await _recreate(backend)
-        new = await _claim(backend, "w1")
+        new = await won_claim(backend, "w1")
         with expect(ClaimLostError, "save_task_result under the same worker's claim of the old incarnation"):
             await backend.save_task_result("wf-1", "t1", b"stale", claim=old)
         renewed = await backend.extend_task_claim("wf-1", "t1", "w1", TTL)
@@ -172,7 +164,7 @@ class IncarnationTests:
     # -- saves that keep the incarnation -----------------------------------------------------
     async def test_overwrite_and_cas_keep_the_incarnation(self, backend: PersistentBackend) -> None:
         await backend.save_snapshot(make_snapshot(position=AtFork("f", ["a", "b"])))
-        a = await _claim(backend, "w1", task="a")
+        a = await won_claim(backend, "w1", task="a")
         await backend.save_snapshot(make_snapshot(position=AtFork("f", ["a", "b"])))  # overwrite
         loaded = await backend.load_snapshot("wf-1")
         loaded.update_position(AtFork("f", ["a", "b", "c"]))
@@ -187,7 +179,7 @@ class IncarnationTests:
 
     # -- a claim taken before the instance existed -------------------------------------------
     async def test_claim_before_create_belongs_to_no_incarnation(self, backend: PersistentBackend) -> None:
-        early = await _claim(backend, "w1", ttl=None)
+        early = await won_claim(backend, "w1", ttl=None)
         await backend.save_snapshot(make_snapshot())
         offered = [t.task_id for t in await backend.find_available_tasks("w2", 10)]
         assert offered == ["t1"], (
@@ -205,7 +197,7 @@ class IncarnationTests:
         assert new.token == early.token + 1
 
     async def test_claim_before_create_is_live_until_then(self, backend: PersistentBackend) -> None:
-        await _claim(backend, "w1", ttl=None)
+        await won_claim(backend, "w1", ttl=None)
         assert await backend.claim_task("wf-1", "t1", "w2", TTL) is None, (
             "while no snapshot exists, a claim taken without one is live"
         )
@@ -213,7 +205,7 @@ class IncarnationTests:
         await backend.delete_snapshot("wf-1")
         with expect(NotFoundError, "release_task_claim of a claim released by delete_snapshot"):
             await backend.release_task_claim("wf-1", "t1", "w1")
-        assert (await _claim(backend, "w2")).token == 2
+        assert (await won_claim(backend, "w2")).token == 2
 
     # -- the runtime's replace ---------------------------------------------------------------
     async def test_replace_while_the_old_holder_runs(
