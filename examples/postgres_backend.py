@@ -437,18 +437,18 @@ class PostgresBackend(PersistentBackend):
     ) -> None:
         """Lock the claim row and check that ``worker_id`` holds it in the current incarnation
         (expired is fine, if not taken over)."""
-        current = await self._fetchone(
-            conn, "SELECT incarnation FROM {s}.snapshots WHERE instance_id = %s FOR SHARE", (instance_id,)
-        )
+        # The sub-select runs first (an InitPlan), so locks are taken snapshot row, then claim
+        # row: the order of every other transaction here.
         row = await self._fetchone(
             conn,
-            "SELECT holder, incarnation FROM {s}.task_claims WHERE instance_id = %s AND task_id = %s "
-            "FOR UPDATE",
-            (instance_id, task_id),
+            "SELECT holder, incarnation, "
+            "(SELECT incarnation FROM {s}.snapshots WHERE instance_id = %s FOR SHARE) "
+            "FROM {s}.task_claims WHERE instance_id = %s AND task_id = %s FOR UPDATE",
+            (instance_id, instance_id, task_id),
         )
         if row is None or row[0] is None:
             raise NotFoundError(f"no claim on task {task_id!r} of {instance_id!r}")
-        if row[1] != (current[0] if current else None):
+        if row[1] != row[2]:
             raise NotFoundError(
                 f"the claim on task {task_id!r} of {instance_id!r} was taken in another incarnation"
             )
