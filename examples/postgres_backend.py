@@ -15,17 +15,24 @@ Python does)::
     versions               sequence: every save takes a new, never reused version
     snapshots              instance_id PK, doc (codec JSON without results, as text: JSON
                            escapes keep any str storable), version, state (in_progress |
-                           completed | failed | cancelled), last_completed_task_id
+                           completed | failed | cancelled), last_completed_task_id,
+                           incarnation (drawn from ``versions`` by the save that created the
+                           instance; overwrites and compare-and-swap saves keep it)
     task_results           (instance_id, task_id) PK, output bytea; append-only, first wins
     ready_tasks            (instance_id, task_id) PK, priority, ready_at: what
                            find_available_tasks reads, in index order
     task_claims            (instance_id, task_id) PK, holder (NULL once released), token
-                           (fencing counter, kept on release), claimed_at, expires_at
+                           (fencing counter, kept on release), claimed_at, expires_at,
+                           incarnation (the instance's when claimed; NULL: none existed)
     cancellation_requests  instance_id PK, request (codec JSON)
 
 ``task_results``, ``ready_tasks`` and ``cancellation_requests`` reference ``snapshots`` with
-``ON DELETE CASCADE``; claims may exist for unknown instances, so ``delete_snapshot`` removes
-them explicitly.
+``ON DELETE CASCADE``. Claims do not: they may exist for unknown instances, and they outlive a
+deleted instance as its tasks' token high-water marks (``delete_snapshot`` releases them), so
+fencing tokens never repeat when the id is saved again. A claim whose incarnation is not the
+instance's current one is dead: it blocks nothing and fences nothing. Every statement that
+judges a claim reads the instance's incarnation under a row lock (``FOR SHARE``, or the
+``FOR UPDATE`` of a write), so it cannot change before the transaction commits.
 """
 
 from __future__ import annotations
@@ -85,7 +92,8 @@ CREATE TABLE IF NOT EXISTS {s}.snapshots (
     doc text NOT NULL,
     version bigint NOT NULL,
     state text NOT NULL,
-    last_completed_task_id text COLLATE "C"
+    last_completed_task_id text COLLATE "C",
+    incarnation bigint
 );
 CREATE TABLE IF NOT EXISTS {s}.task_results (
     instance_id text COLLATE "C" REFERENCES {s}.snapshots ON DELETE CASCADE,
@@ -108,6 +116,7 @@ CREATE TABLE IF NOT EXISTS {s}.task_claims (
     token bigint NOT NULL,
     claimed_at timestamptz NOT NULL,
     expires_at timestamptz,
+    incarnation bigint,
     PRIMARY KEY (instance_id, task_id)
 );
 CREATE TABLE IF NOT EXISTS {s}.cancellation_requests (
@@ -116,14 +125,17 @@ CREATE TABLE IF NOT EXISTS {s}.cancellation_requests (
 );
 """
 
-# Taking a claim: insert it, or take the row over if its holder released it or it expired.
+# Taking a claim: insert it, or take the row over if its holder released it, it expired, or it
+# belongs to another incarnation than the current one (read under a share lock, so a concurrent
+# delete or re-create waits for this statement's transaction).
 _CLAIM = """
-INSERT INTO {s}.task_claims AS c (instance_id, task_id, holder, token, claimed_at, expires_at)
-VALUES (%(instance)s, %(task)s, %(worker)s, 1, %(now)s, %(expires)s)
+WITH current AS (SELECT incarnation FROM {s}.snapshots WHERE instance_id = %(instance)s FOR SHARE)
+INSERT INTO {s}.task_claims AS c (instance_id, task_id, holder, token, claimed_at, expires_at, incarnation)
+VALUES (%(instance)s, %(task)s, %(worker)s, 1, %(now)s, %(expires)s, (SELECT incarnation FROM current))
 ON CONFLICT (instance_id, task_id) DO UPDATE
-    SET holder = EXCLUDED.holder, token = c.token + 1,
-        claimed_at = EXCLUDED.claimed_at, expires_at = EXCLUDED.expires_at
-    WHERE c.holder IS NULL OR c.expires_at <= %(now)s
+    SET holder = EXCLUDED.holder, token = c.token + 1, claimed_at = EXCLUDED.claimed_at,
+        expires_at = EXCLUDED.expires_at, incarnation = EXCLUDED.incarnation
+    WHERE c.holder IS NULL OR c.expires_at <= %(now)s OR c.incarnation IS DISTINCT FROM EXCLUDED.incarnation
 RETURNING token
 """
 
@@ -136,7 +148,7 @@ JOIN {s}.snapshots s ON s.instance_id = r.instance_id
 LEFT JOIN {s}.task_results last
     ON last.instance_id = s.instance_id AND last.task_id = s.last_completed_task_id
 LEFT JOIN {s}.task_claims c ON c.instance_id = r.instance_id AND c.task_id = r.task_id
-WHERE (c.holder IS NULL OR c.expires_at <= %(now)s)
+WHERE (c.holder IS NULL OR c.expires_at <= %(now)s OR c.incarnation IS DISTINCT FROM s.incarnation)
   AND NOT EXISTS (SELECT 1 FROM {s}.cancellation_requests x WHERE x.instance_id = r.instance_id)
 ORDER BY r.priority, r.ready_at, r.instance_id, r.task_id
 LIMIT %(limit)s
@@ -216,10 +228,11 @@ class PostgresBackend(PersistentBackend):
         return await cursor.fetchone()
 
     async def _lock_snapshot(self, conn: psycopg.AsyncConnection[Any], instance_id: str) -> Any:
-        """Lock the instance's row for this transaction; ``(doc, version, state)`` or ``None``."""
+        """Lock the instance's row for this transaction; ``(doc, version, state, incarnation)`` or
+        ``None``."""
         return await self._fetchone(
             conn,
-            "SELECT doc, version, state FROM {s}.snapshots WHERE instance_id = %s FOR UPDATE",
+            "SELECT doc, version, state, incarnation FROM {s}.snapshots WHERE instance_id = %s FOR UPDATE",
             (instance_id,),
         )
 
@@ -240,7 +253,7 @@ class PostgresBackend(PersistentBackend):
                 ),
                 (i,),
             )
-            _, version, state = await self._lock_snapshot(conn, i)
+            _, version, state, _ = await self._lock_snapshot(conn, i)
             found = None if state == "new" else str(version)
             if state not in ("new", "in_progress"):
                 raise ConflictError(f"instance {i!r} is terminal; its state is final")
@@ -269,7 +282,10 @@ class PostgresBackend(PersistentBackend):
             (new_version,) = await self._fetchone(
                 conn,
                 "UPDATE {s}.snapshots SET doc = %s, version = nextval('{s}.versions'), state = %s, "
-                "last_completed_task_id = %s WHERE instance_id = %s RETURNING version",
+                "last_completed_task_id = %s, "
+                # Only the placeholder has none: a new incarnation (COALESCE is lazy).
+                "incarnation = COALESCE(incarnation, nextval('{s}.versions')) "
+                "WHERE instance_id = %s RETURNING version",
                 (dumps(doc).decode(), doc["state"]["type"], snapshot.last_completed_task_id, i),
             )
             # The ready index: tasks offered now, keeping the ready time of those already there.
@@ -312,8 +328,12 @@ class PostgresBackend(PersistentBackend):
             )
             if cursor.rowcount == 0:
                 raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+            # Released, not deleted: the next claim continues from the token high-water mark.
             await conn.execute(
-                self._sql("DELETE FROM {s}.task_claims WHERE instance_id = %s"), (instance_id,)
+                self._sql(
+                    "UPDATE {s}.task_claims SET holder = NULL WHERE instance_id = %s AND holder IS NOT NULL"
+                ),
+                (instance_id,),
             )
 
     async def list_snapshots(self) -> list[str]:
@@ -339,7 +359,7 @@ class PostgresBackend(PersistentBackend):
                 # FOR SHARE holds off a takeover until this transaction ends.
                 holding = await self._fetchone(
                     conn,
-                    "SELECT holder, token, expires_at FROM {s}.task_claims "
+                    "SELECT holder, token, expires_at, incarnation FROM {s}.task_claims "
                     "WHERE instance_id = %s AND task_id = %s FOR SHARE",
                     (i, task_id),
                 )
@@ -347,6 +367,7 @@ class PostgresBackend(PersistentBackend):
                     holding is None
                     or holding[:2] != (claim.worker_id, claim.token)
                     or (holding[2] is not None and now >= holding[2])
+                    or holding[3] != snapshot[3]
                 ):
                     raise ClaimLostError(
                         f"worker {claim.worker_id!r} no longer holds task {task_id!r} of {i!r} "
@@ -414,15 +435,23 @@ class PostgresBackend(PersistentBackend):
     async def _holding(
         self, conn: psycopg.AsyncConnection[Any], instance_id: str, task_id: str, worker_id: str
     ) -> None:
-        """Lock the claim row and check that ``worker_id`` holds it (expired is fine, if not
-        taken over)."""
+        """Lock the claim row and check that ``worker_id`` holds it in the current incarnation
+        (expired is fine, if not taken over)."""
+        # The sub-select runs first (an InitPlan), so locks are taken snapshot row, then claim
+        # row: the order of every other transaction here.
         row = await self._fetchone(
             conn,
-            "SELECT holder FROM {s}.task_claims WHERE instance_id = %s AND task_id = %s FOR UPDATE",
-            (instance_id, task_id),
+            "SELECT holder, incarnation, "
+            "(SELECT incarnation FROM {s}.snapshots WHERE instance_id = %s FOR SHARE) "
+            "FROM {s}.task_claims WHERE instance_id = %s AND task_id = %s FOR UPDATE",
+            (instance_id, instance_id, task_id),
         )
         if row is None or row[0] is None:
             raise NotFoundError(f"no claim on task {task_id!r} of {instance_id!r}")
+        if row[1] != row[2]:
+            raise NotFoundError(
+                f"the claim on task {task_id!r} of {instance_id!r} was taken in another incarnation"
+            )
         if row[0] != worker_id:
             raise ClaimLostError(f"task {task_id!r} of {instance_id!r} is held by another worker")
 
@@ -525,7 +554,7 @@ class PostgresBackend(PersistentBackend):
             snapshot = await self._lock_snapshot(conn, i)
             if snapshot is None:
                 raise NotFoundError(f"no snapshot for instance {i!r}")
-            doc, _, state = snapshot
+            doc, _, state, _ = snapshot
             request = await self._fetchone(
                 conn, "DELETE FROM {s}.cancellation_requests WHERE instance_id = %s RETURNING request", (i,)
             )

@@ -20,13 +20,20 @@ is unambiguous because it always ends the key)::
                                  priority, hash (definition hash), input (initial input; absent
                                  for None), last (last completed task id; absent for None):
                                  what find_available_tasks needs without decoding ``doc``
+                                 inc      incarnation: the version of the save that created the
+                                          instance (kept by overwrites and compare-and-swap)
     P:results:{id}        hash   task id -> output bytes (append-only, first result wins)
     P:readyat:{id}        hash   task id -> ready time of each indexed task (kept across saves)
-    P:claims:{id}         hash   task id -> "token|claimed_at|expires_at|holder" (microseconds;
-                                 expires_at empty = no TTL; holder empty = released, token kept)
+    P:claims:{id}         hash   task id -> "token|inc|claimed_at|expires_at|holder"
+                                 (microseconds; inc = the instance's incarnation when claimed,
+                                 empty = no snapshot existed; expires_at empty = no TTL; holder
+                                 empty = released, token kept). Deleting the instance releases
+                                 its claims but keeps them: they are the tokens' high-water marks
     P:cancel:{id}         string pending cancellation request (codec JSON)
 
 Ids never contain control characters, so ``"\\0"`` safely separates instance and task ids.
+A claim whose ``inc`` is not the instance's current one (or empty while a snapshot exists)
+belongs to a deleted incarnation or to none: it is dead, so it blocks nothing and fences nothing.
 The scripts touch keys of several instances (the shared ready sets), so this runs on one Redis
 server (with replicas if you like), not on Redis Cluster.
 """
@@ -88,11 +95,18 @@ _PRIORITIES = range(1, 6)
 _CLAIM_LUA = """
 local function parse_claim(raw)
   if not raw then return nil end
-  local token, claimed, expires, holder = string.match(raw, "^(%d+)|(%-?%d+)|(%-?%d*)|(.*)$")
-  return {token = token, claimed = claimed, expires = expires, holder = holder}
+  local token, inc, claimed, expires, holder = string.match(raw, "^(%d+)|(%d*)|(%-?%d+)|(%-?%d*)|(.*)$")
+  return {token = token, inc = inc, claimed = claimed, expires = expires, holder = holder}
 end
-local function is_live(c, now)
-  return c.holder ~= "" and (c.expires == "" or tonumber(now) < tonumber(c.expires))
+local function format_claim(c)
+  return c.token .. "|" .. c.inc .. "|" .. c.claimed .. "|" .. c.expires .. "|" .. c.holder
+end
+-- The incarnation claims are judged against: "" while no snapshot exists.
+local function incarnation(snap)
+  return redis.call("HGET", snap, "inc") or ""
+end
+local function is_live(c, now, inc)
+  return c.holder ~= "" and c.inc == inc and (c.expires == "" or tonumber(now) < tonumber(c.expires))
 end
 """
 
@@ -115,6 +129,7 @@ for i = 12, 10 + 2 * n, 2 do redis.call("HSETNX", results, ARGV[i], ARGV[i + 1])
 local version = redis.call("INCR", KEYS[5])
 redis.call("HSET", snap, "doc", ARGV[3], "version", version, "state", ARGV[4],
            "priority", ARGV[5], "hash", ARGV[6])
+if not old[1] then redis.call("HSET", snap, "inc", version) end  -- a new incarnation
 if ARGV[7] == "1" then redis.call("HSET", snap, "input", ARGV[8]) else redis.call("HDEL", snap, "input") end
 if ARGV[9] ~= "" then redis.call("HSET", snap, "last", ARGV[9]) else redis.call("HDEL", snap, "last") end
 local member = ARGV[1] .. "\\0"
@@ -147,7 +162,7 @@ local state = redis.call("HGET", KEYS[1], "state")
 if not state then return "missing" end
 if ARGV[4] == "1" then
   local c = parse_claim(redis.call("HGET", KEYS[3], ARGV[2]))
-  if not c or c.holder ~= ARGV[5] or c.token ~= ARGV[6] or not is_live(c, ARGV[7]) then
+  if not c or c.holder ~= ARGV[5] or c.token ~= ARGV[6] or not is_live(c, ARGV[7], incarnation(KEYS[1])) then
     return "lost"
   end
 end
@@ -167,48 +182,62 @@ return "ok"
 """
 )
 
-# KEYS: claims.  ARGV: task, worker, now, expires_at ("" = no TTL)
+# KEYS: claims, snap.  ARGV: task, worker, now, expires_at ("" = no TTL)
 _CLAIM = (
     _CLAIM_LUA
     + """
+local inc = incarnation(KEYS[2])
 local c = parse_claim(redis.call("HGET", KEYS[1], ARGV[1]))
-if c and is_live(c, ARGV[3]) then return false end
+if c and is_live(c, ARGV[3], inc) then return false end
 local token = 1
 if c then token = tonumber(c.token) + 1 end
-redis.call("HSET", KEYS[1], ARGV[1], token .. "|" .. ARGV[3] .. "|" .. ARGV[4] .. "|" .. ARGV[2])
+redis.call("HSET", KEYS[1], ARGV[1],
+           format_claim({token = token, inc = inc, claimed = ARGV[3], expires = ARGV[4], holder = ARGV[2]}))
 return token
 """
 )
 
-# KEYS: claims.  ARGV: task, worker, new expires_at (for extend; "" for release)
+# KEYS: claims, snap.  ARGV: task, worker, new expires_at (for extend; "" for release)
 # Returns "missing", "lost" or {token, claimed_at, expires_at}.
 _RELEASE_OR_EXTEND = (
     _CLAIM_LUA
     + """
 local c = parse_claim(redis.call("HGET", KEYS[1], ARGV[1]))
-if not c or c.holder == "" then return "missing" end
+if not c or c.holder == "" or c.inc ~= incarnation(KEYS[2]) then return "missing" end
 if c.holder ~= ARGV[2] then return "lost" end
-local holder, expires = "", c.expires
-if ARGV[3] ~= "" then
-  holder = c.holder
-  if expires ~= "" then expires = ARGV[3] end
+if ARGV[3] == "" then
+  c.holder = ""
+elseif c.expires ~= "" then
+  c.expires = ARGV[3]
 end
-redis.call("HSET", KEYS[1], ARGV[1], c.token .. "|" .. c.claimed .. "|" .. expires .. "|" .. holder)
-return {c.token, c.claimed, expires}
+redis.call("HSET", KEYS[1], ARGV[1], format_claim(c))
+return {c.token, c.claimed, c.expires}
 """
 )
 
 # KEYS: snap, results, readyat, claims, cancel, instances, ready:1..ready:5.  ARGV: instance
-_DELETE = """
+_DELETE = (
+    _CLAIM_LUA
+    + """
 local priority = redis.call("HGET", KEYS[1], "priority")
 if not priority then return 0 end
 for _, task in ipairs(redis.call("HKEYS", KEYS[3])) do
   redis.call("ZREM", KEYS[6 + tonumber(priority)], ARGV[1] .. "\\0" .. task)
 end
-redis.call("DEL", KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+-- Claims are released, not deleted: each keeps its task's token high-water mark.
+local claims = redis.call("HGETALL", KEYS[4])
+for i = 1, #claims, 2 do
+  local c = parse_claim(claims[i + 1])
+  if c.holder ~= "" then
+    c.holder = ""
+    redis.call("HSET", KEYS[4], claims[i], format_claim(c))
+  end
+end
+redis.call("DEL", KEYS[1], KEYS[2], KEYS[3], KEYS[5])
 redis.call("SREM", KEYS[6], ARGV[1])
 return 1
 """
+)
 
 # KEYS: snap, cancel.  ARGV: request JSON
 _REQUEST_CANCELLATION = """
@@ -430,7 +459,7 @@ class RedisBackend(PersistentBackend):
         expires_at = None if ttl is None else expiry(now, ttl)
         token = await self._run(
             self._claim,
-            [self._key("claims", instance_id)],
+            [self._key("claims", instance_id), self._key("snap", instance_id)],
             [task_id, worker_id, _micros(now), "" if expires_at is None else _micros(expires_at)],
         )
         if token is None:
@@ -441,7 +470,9 @@ class RedisBackend(PersistentBackend):
         self, instance_id: str, task_id: str, worker_id: str, new_expiry: str
     ) -> list[bytes]:
         reply = await self._run(
-            self._release_or_extend, [self._key("claims", instance_id)], [task_id, worker_id, new_expiry]
+            self._release_or_extend,
+            [self._key("claims", instance_id), self._key("snap", instance_id)],
+            [task_id, worker_id, new_expiry],
         )
         if reply == b"missing":
             raise NotFoundError(f"no claim on task {task_id!r} of {instance_id!r}")
@@ -493,14 +524,20 @@ class RedisBackend(PersistentBackend):
         pairs = [tuple(_text(part) for part in m.split(b"\0", 1)) for m in members]
         async with self._redis.pipeline(transaction=False) as pipe:
             for instance_id, task_id in pairs:
-                pipe.hmget(self._key("snap", instance_id), ["hash", "priority", "input", "last"])
+                pipe.hmget(self._key("snap", instance_id), ["hash", "priority", "input", "last", "inc"])
                 pipe.hget(self._key("claims", instance_id), task_id)
                 pipe.exists(self._key("cancel", instance_id))
             replies = await pipe.execute()
         candidates = []
         for n, (instance_id, task_id) in enumerate(pairs):
-            (definition_hash, priority, initial_input, last), claim, cancelling = replies[3 * n : 3 * n + 3]
-            if definition_hash is None or cancelling or (claim is not None and self._is_live(claim, now)):
+            (definition_hash, priority, initial_input, last, inc), claim, cancelling = replies[
+                3 * n : 3 * n + 3
+            ]
+            if (
+                definition_hash is None
+                or cancelling
+                or (claim is not None and self._is_live(claim, now, inc))
+            ):
                 continue
             candidates.append(
                 (instance_id, task_id, _text(definition_hash), int(priority), initial_input, last)
@@ -518,9 +555,10 @@ class RedisBackend(PersistentBackend):
         ][:limit]
 
     @staticmethod
-    def _is_live(raw_claim: bytes, now: datetime) -> bool:
-        _token, _claimed, expires, holder = raw_claim.split(b"|", 3)
-        return holder != b"" and (expires == b"" or now < _moment(expires))
+    def _is_live(raw_claim: bytes, now: datetime, incarnation: bytes | None) -> bool:
+        """The Lua ``is_live`` in Python: held, unexpired, and of the current incarnation."""
+        _token, inc, _claimed, expires, holder = raw_claim.split(b"|", 4)
+        return holder != b"" and inc == (incarnation or b"") and (expires == b"" or now < _moment(expires))
 
     # -- cancellation ----------------------------------------------------------------------
     async def request_cancellation(self, instance_id: str, reason: str, requested_by: str) -> None:

@@ -3,6 +3,12 @@
 One lock guards everything, so the backend is safe under asyncio tasks and threads. Snapshots
 are stored encoded and decoded on every load, so callers never share mutable state with it and
 every saved snapshot is known to serialize.
+
+Incarnations (docs/semantics.md): every save that creates an instance (first save, or save after
+a delete) draws a new incarnation number; overwrites and compare-and-swap saves keep it. A claim
+records the incarnation current when it was taken (``None``: no snapshot existed) and is dead for
+any other. Claims are never forgotten, only released, so a task's fencing token keeps growing
+across delete and re-create.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class _Instance:
     doc: JSON  # the snapshot's JSON without results
     results: dict[str, bytes]
     version: str
+    incarnation: int
     ready_at: dict[str, datetime] = field(default_factory=dict)
     cancellation: CancellationRequest | None = None
 
@@ -58,11 +65,17 @@ class _Instance:
 class _Claim:
     holder: str | None
     token: int
+    incarnation: int | None
     claimed_at: datetime
     expires_at: datetime | None
 
-    def live(self, now: datetime) -> bool:
-        return self.holder is not None and (self.expires_at is None or now < self.expires_at)
+    def live(self, now: datetime, incarnation: int | None) -> bool:
+        """Held, unexpired, and taken in ``incarnation`` (the instance's current one)."""
+        return (
+            self.holder is not None
+            and self.incarnation == incarnation
+            and (self.expires_at is None or now < self.expires_at)
+        )
 
 
 class InMemoryBackend(PersistentBackend):
@@ -91,9 +104,14 @@ class InMemoryBackend(PersistentBackend):
         self._instances: dict[str, _Instance] = {}
         self._claims: dict[tuple[str, str], _Claim] = {}
         self._versions = itertools.count(1)
+        self._incarnations = itertools.count(1)
 
     def _next_version(self) -> str:
         return str(next(self._versions))
+
+    def _incarnation(self, instance_id: str) -> int | None:
+        record = self._instances.get(instance_id)
+        return record.incarnation if record is not None else None
 
     def _get(self, instance_id: str) -> _Instance:
         record = self._instances.get(instance_id)
@@ -124,7 +142,11 @@ class InMemoryBackend(PersistentBackend):
                         f"task {task_id!r} of {snapshot.instance_id!r} already has another output"
                     )
             record = _Instance(
-                doc, results, self._next_version(), cancellation=old.cancellation if old else None
+                doc,
+                results,
+                self._next_version(),
+                old.incarnation if old else next(self._incarnations),
+                cancellation=old.cancellation if old else None,
             )
             previously_ready = old.ready_at if old else {}
             record.ready_at = {
@@ -144,8 +166,10 @@ class InMemoryBackend(PersistentBackend):
         with self._lock:
             self._get(instance_id)
             del self._instances[instance_id]
-            for key in [k for k in self._claims if k[0] == instance_id]:
-                del self._claims[key]
+            # Released, not forgotten: the next claim continues from the token high-water mark.
+            for (claimed_instance, _), claim in self._claims.items():
+                if claimed_instance == instance_id:
+                    claim.holder = None
 
     async def list_snapshots(self) -> list[str]:
         with self._lock:
@@ -161,7 +185,7 @@ class InMemoryBackend(PersistentBackend):
         with self._lock:
             record = self._get(instance_id)
             if claim is not None:
-                self._check_holding(claim)
+                self._check_holding(claim, record.incarnation)
             recorded = record.results.get(task_id)
             if recorded is not None:
                 if recorded != data:
@@ -174,14 +198,14 @@ class InMemoryBackend(PersistentBackend):
             record.ready_at.pop(task_id, None)
             record.version = self._next_version()
 
-    def _check_holding(self, claim: TaskClaim) -> None:
+    def _check_holding(self, claim: TaskClaim, incarnation: int) -> None:
         stored = self._claims.get((claim.instance_id, claim.task_id))
         now = self._clock.now()
         if (
             stored is None
             or stored.holder != claim.worker_id
             or stored.token != claim.token
-            or not stored.live(now)
+            or not stored.live(now, incarnation)
         ):
             raise ClaimLostError(
                 f"worker {claim.worker_id!r} no longer holds task {claim.task_id!r} of "
@@ -203,10 +227,15 @@ class InMemoryBackend(PersistentBackend):
             now = self._clock.now()
             key = (instance_id, task_id)
             old = self._claims.get(key)
-            if old is not None and old.live(now):
+            incarnation = self._incarnation(instance_id)
+            if old is not None and old.live(now, incarnation):
                 return None
             claim = _Claim(
-                worker_id, old.token + 1 if old else 1, now, expiry(now, ttl) if ttl is not None else None
+                worker_id,
+                old.token + 1 if old else 1,
+                incarnation,
+                now,
+                expiry(now, ttl) if ttl is not None else None,
             )
             self._claims[key] = claim
             return TaskClaim(instance_id, task_id, worker_id, now, claim.expires_at, claim.token)
@@ -215,6 +244,10 @@ class InMemoryBackend(PersistentBackend):
         claim = self._claims.get((instance_id, task_id))
         if claim is None or claim.holder is None:
             raise NotFoundError(f"no claim on task {task_id!r} of {instance_id!r}")
+        if claim.incarnation != self._incarnation(instance_id):
+            raise NotFoundError(
+                f"the claim on task {task_id!r} of {instance_id!r} was taken in another incarnation"
+            )
         if claim.holder != worker_id:
             raise ClaimLostError(f"task {task_id!r} of {instance_id!r} is held by another worker")
         return claim
@@ -249,7 +282,7 @@ class InMemoryBackend(PersistentBackend):
                 snapshot = record.snapshot()
                 for task_id, ready_at in record.ready_at.items():
                     claim = self._claims.get((instance_id, task_id))
-                    if claim is not None and claim.live(now):
+                    if claim is not None and claim.live(now, record.incarnation):
                         continue
                     task = AvailableTask(
                         instance_id,

@@ -12,14 +12,7 @@ from objstore_wfp.contract import PersistentBackend
 from objstore_wfp.errors import ClaimLostError, InvalidArgumentError, NotFoundError
 from objstore_wfp.model import AtFork, TaskClaim
 from objstore_wfp.testing._support import TICK, TTL, expect, make_snapshot
-
-
-async def _claim(
-    backend: PersistentBackend, worker: str, ttl: timedelta | None = TTL, task: str = "t1"
-) -> TaskClaim:
-    claim = await backend.claim_task("wf-1", task, worker, ttl)
-    assert claim is not None, f"{worker} should have won the claim on {task!r}, got None"
-    return claim
+from objstore_wfp.testing._support import won_claim as _claim
 
 
 class ClaimTests:

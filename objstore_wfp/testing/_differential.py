@@ -82,7 +82,7 @@ _examples = itertools.count()
 
 # Where two documented errors are both true, docs/semantics.md leaves the choice to the backend.
 _EITHER_ERROR = {
-    # a result with a claim for an instance that does not exist (a deleted one has no claims)
+    # a result with a claim for an instance that does not exist (deleting released its claims)
     (kind, frozenset(("raises NotFoundError", "raises ClaimLostError")))
     for kind in ("result_held", "work")
 }

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
-from objstore_wfp.model import AtTask, ExecutionPosition, WorkflowSnapshot
+from objstore_wfp.contract import PersistentBackend
+from objstore_wfp.model import AtTask, ExecutionPosition, TaskClaim, WorkflowSnapshot
 
 #: Every byte value once, so encodings that mangle a byte (NUL, non-UTF-8, quotes) are caught.
 ALL_BYTES = bytes(range(256))
@@ -28,6 +29,15 @@ def make_snapshot(
     snapshot = WorkflowSnapshot(instance_id, definition_hash, initial_input=initial_input, priority=priority)
     snapshot.update_position(position if position is not None else AtTask("t1"))
     return snapshot
+
+
+async def won_claim(
+    backend: PersistentBackend, worker: str, ttl: timedelta | None = TTL, task: str = "t1"
+) -> TaskClaim:
+    """Claim ``task`` of ``"wf-1"`` for ``worker``; fails the test if the claim is refused."""
+    claim = await backend.claim_task("wf-1", task, worker, ttl)
+    assert claim is not None, f"{worker} should have won the claim on {task!r}, got None"
+    return claim
 
 
 @contextmanager

@@ -13,12 +13,14 @@ from objstore_wfp.testing._claims import ClaimTests
 from objstore_wfp.testing._differential import DifferentialTests
 from objstore_wfp.testing._finding import FindingTests
 from objstore_wfp.testing._identifiers import ArgumentTests, IdentifierTests
+from objstore_wfp.testing._incarnations import IncarnationTests
 from objstore_wfp.testing._snapshots import SnapshotTests
 
 
 class BackendConformance(
     SnapshotTests,
     ClaimTests,
+    IncarnationTests,
     FindingTests,
     CancellationTests,
     IdentifierTests,
