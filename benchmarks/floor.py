@@ -89,7 +89,10 @@ async def _run_workers(
                 tasks.value -= 1
 
     async def watch() -> None:
-        while tasks.value > 0:
+        # The counter is shared with other processes: poll it (bounded by the run itself).
+        for _ in range(600_000):
+            if tasks.value <= 0:
+                break
             await asyncio.sleep(0.01)
         for worker in running:
             worker.stop()

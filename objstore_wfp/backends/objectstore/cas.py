@@ -58,7 +58,8 @@ async def compare_and_swap(
     """Run ``decide`` on the object at ``key`` (``None`` when absent) and apply its decision with
     put-if-absent or put-if-version; on a lost race re-read and decide again, after a jittered
     pause. ``known`` is a copy the caller already holds, used for the first attempt only (a
-    stale copy costs one refused write; a decision to keep it is re-taken on a fresh read).
+    stale copy costs one refused write; a decision to keep it or an error is re-taken on a
+    fresh read).
     Returns ``(result, new version or None if nothing was written)``. Errors raised by
     ``decide`` end the loop; after ``MAX_CAS_ATTEMPTS`` lost races it raises
     ``StoreUnavailableError`` naming ``what``."""
@@ -68,12 +69,18 @@ async def compare_and_swap(
         if isinstance(current, _Unread):
             current = await store.get(key)
             verified = True
-        decision = await decide(current)
+        try:
+            decision = await decide(current)
+        except Exception:
+            if verified:
+                raise
+            current = UNREAD  # refusing on a remembered copy: see below
+            continue
         if isinstance(decision, Keep):
             if verified:
                 return decision.result, None
             # Nothing vouches for a remembered copy but a write the store accepts: a decision
-            # to write nothing is taken again on a fresh read.
+            # to write nothing, or to refuse, is taken again on a fresh read.
             current = UNREAD
             continue
         if current is None:
