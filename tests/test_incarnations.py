@@ -26,6 +26,7 @@ import pytest
 
 from objstore_wfp import (
     AtTask,
+    Cancelled,
     ClaimLostError,
     ConflictError,
     ManualClock,
@@ -91,7 +92,7 @@ def big(label: str) -> bytes:
 
 @dataclass
 class Scene:
-    """Two backends over one fresh root and one clock: ``held`` goes through ``store`` (the
+    """Two backends over one emptied root and one clock: ``held`` goes through ``store`` (the
     operation under test), ``other`` does the interfering operations."""
 
     root: StoreTarget
@@ -101,20 +102,45 @@ class Scene:
     other: ObjectStoreBackend
 
 
-@contextlib.asynccontextmanager
-async def scene(target: StoreTarget, k: int) -> AsyncIterator[Scene]:
-    """A :class:`Scene` on a root of its own for boundary ``k``."""
-    root = target.child(f"k{k}")
-    clock = ManualClock()
-    store = InterleavingStore(root.store())
-    held = ObjectStoreBackend(store, clock=clock)
-    other = root.backend(clock=clock)
-    try:
-        await held.verify_store()  # the one-time probe is not part of any operation swept
-        yield Scene(root, clock, store, held, other)
-    finally:
-        await held.close()
-        await other.close()
+class Stage:
+    """The stores of one test, opened once (a new S3 client costs about a second here); each
+    boundary of a sweep gets a :class:`Scene` on the emptied root, with new backends."""
+
+    def __init__(self, root: StoreTarget) -> None:
+        self.root = root
+        self._held = root.store()
+        self._other = root.store()
+
+    @contextlib.asynccontextmanager
+    async def scene(self) -> AsyncIterator[Scene]:
+        """A :class:`Scene` on the root emptied of what the previous boundary left."""
+        keys = [o.key async for o in self._other.list("")]
+        await asyncio.gather(*(self._other.delete(key) for key in keys))
+        clock = ManualClock()
+        store = InterleavingStore(self._held)
+        # No probe: it would add its requests to every sweep (test_probe.py covers it). Not
+        # closed here: closing a backend closes the stores the next boundary uses.
+        held = ObjectStoreBackend(store, clock=clock, verify_conditional_writes=False)
+        other = ObjectStoreBackend(self._other, clock=clock, verify_conditional_writes=False)
+        yield Scene(self.root, clock, store, held, other)
+
+    async def close(self) -> None:
+        await self._held.close()
+        await self._other.close()
+
+
+@pytest.fixture
+async def stage(target: StoreTarget) -> AsyncIterator[Stage]:
+    opened = Stage(target)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def logic_stage(logic_target: StoreTarget) -> AsyncIterator[Stage]:
+    opened = Stage(logic_target)
+    yield opened
+    await opened.close()
 
 
 async def live_holders(s: Scene, instance_id: str, task_id: str) -> list[tuple[str, int]]:
@@ -207,9 +233,9 @@ async def test_replace_while_the_old_task_runs_ends_with_the_new_result(
 
 
 @pytest.mark.parametrize("b_records_first", [False, True], ids=["b-records-after", "b-records-during"])
-async def test_stalled_result_write_loses_to_the_takeover(target: StoreTarget, b_records_first: bool) -> None:
+async def test_stalled_result_write_loses_to_the_takeover(stage: Stage, b_records_first: bool) -> None:
     async def attempt(k: int) -> bool:
-        async with scene(target, k) as s:
+        async with stage.scene() as s:
             await s.other.save_snapshot(snapshot("x"))
             a_claim = await s.held.claim_task("x", "t", "A", TTL)
             assert a_claim is not None
@@ -252,9 +278,9 @@ async def test_stalled_result_write_loses_to_the_takeover(target: StoreTarget, b
 
 
 @pytest.mark.parametrize("operation", ["extend", "release"])
-async def test_stalled_extend_or_release_loses_to_the_takeover(target: StoreTarget, operation: str) -> None:
+async def test_stalled_extend_or_release_loses_to_the_takeover(stage: Stage, operation: str) -> None:
     async def attempt(k: int) -> bool:
-        async with scene(target, k) as s:
+        async with stage.scene() as s:
             await s.other.save_snapshot(snapshot("x"))
             a_claim = await s.held.claim_task("x", "t", "A", TTL)
             assert a_claim is not None and a_claim.expires_at is not None
@@ -289,9 +315,7 @@ async def test_stalled_extend_or_release_loses_to_the_takeover(target: StoreTarg
 
 
 @pytest.mark.parametrize("b_records_first", [False, True], ids=["b-records-after", "b-records-during"])
-async def test_stalled_worker_never_overrides_the_takeover(
-    target: StoreTarget, b_records_first: bool
-) -> None:
+async def test_stalled_worker_never_overrides_the_takeover(stage: Stage, b_records_first: bool) -> None:
     # Worker A's whole task (find, claim, run, record, advance, release) is held at every
     # request; there, A's lease runs out and B takes the task over; B records during the stall
     # or once A has gone on. If nothing was recorded when B took over, B's output is the task's
@@ -307,7 +331,7 @@ async def test_stalled_worker_never_overrides_the_takeover(
     assert flow_a.definition_hash == flow_b.definition_hash
 
     async def attempt(k: int) -> bool:
-        async with scene(target, k) as s:
+        async with stage.scene() as s:
             instance = await Client(s.other, [flow_a]).submit(flow_a, "in", instance_id="x")
             worker_a = Worker(s.held, [flow_a], worker_id="A", lease=TTL, concurrency=1, poll_interval=0.01)
 
@@ -342,13 +366,11 @@ async def test_stalled_worker_never_overrides_the_takeover(
 
 
 @pytest.mark.parametrize("claim_new", [False, True], ids=["recreate", "recreate-and-claim"])
-async def test_delete_racing_a_recreate_leaves_the_new_instance_whole(
-    target: StoreTarget, claim_new: bool
-) -> None:
+async def test_delete_racing_a_recreate_leaves_the_new_instance_whole(stage: Stage, claim_new: bool) -> None:
     new_input = big("new")
 
     async def attempt(k: int) -> bool:
-        async with scene(target, k) as s:
+        async with stage.scene() as s:
             await s.other.save_snapshot(snapshot("x", big("old")))
             old_claim = await s.other.claim_task("x", "t", "w0", TTL)
             assert old_claim is not None
@@ -389,12 +411,12 @@ async def test_delete_racing_a_recreate_leaves_the_new_instance_whole(
 # -- 4. repair racing a re-create and a takeover ----------------------------------------------
 
 
-async def test_repair_racing_a_recreate_and_takeover(target: StoreTarget) -> None:
+async def test_repair_racing_a_recreate_and_takeover(stage: Stage) -> None:
     # A claim of an instance that does not exist (a crashed submitter's lock, a deleted
     # instance's leftover) has expired long ago; repair() may clean it up, but not once the
     # instance exists again and W1 has taken the claim over.
     async def attempt(k: int) -> bool:
-        async with scene(target, k) as s:
+        async with stage.scene() as s:
             stale = await s.other.claim_task("x", "t", "w0", timedelta(seconds=1))
             assert stale is not None
             s.clock.advance(timedelta(minutes=30))
@@ -437,12 +459,12 @@ def cli_store_args(root: StoreTarget) -> list[str]:
 
 
 async def test_gc_racing_a_replace_keeps_the_new_instance(
-    logic_target: StoreTarget, monkeypatch: pytest.MonkeyPatch
+    logic_stage: Stage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # `objstore-wfp gc` reads a finished instance, decides to delete it, and deletes by id; a
     # replace in between makes a new, running instance under that id, which gc must not touch.
     async def attempt(k: int) -> bool:
-        async with scene(logic_target, k) as s:
+        async with logic_stage.scene() as s:
             client = Client(s.other, [ECHO])
             finished = snapshot("x")
             finished.mark_completed(b'"done:old"')
@@ -471,12 +493,12 @@ async def test_gc_racing_a_replace_keeps_the_new_instance(
     assert await at_every_boundary(attempt) > 0
 
 
-async def test_submit_replace_racing_another_submit(logic_target: StoreTarget) -> None:
+async def test_submit_replace_racing_another_submit(logic_stage: Stage) -> None:
     # Client 1 replaces x; client 2 submits x ("error" if it exists) while client 1 is held at
     # each request, and a worker runs whatever client 2 created. Submits of one id are
     # serialised by the submit lock: client 1 must succeed and x must end with its input.
     async def attempt(k: int) -> bool:
-        async with scene(logic_target, k) as s:
+        async with logic_stage.scene() as s:
             await Client(s.other, [ECHO]).submit(ECHO, "zero", instance_id="x")
             second: asyncio.Future[str] | None = None
 
@@ -497,6 +519,63 @@ async def test_submit_replace_racing_another_submit(logic_target: StoreTarget) -
             )
             await Worker(s.other, [ECHO], poll_interval=0.01).run_until_idle()
             assert await Client(s.other, [ECHO]).result("x", timeout=10) == "done:one", outcome.where
+        return outcome.stopped is not None
+
+    assert await at_every_boundary(attempt) > 0
+
+
+async def test_save_racing_a_delete_stays_readable(stage: Stage) -> None:
+    # A create-or-overwrite save of x with a large input is held at each request while x is
+    # deleted. Whatever the order, a save that returns has stored a readable, dispatchable x.
+    new_input = big("new")
+
+    async def attempt(k: int) -> bool:
+        async with stage.scene() as s:
+            await s.other.save_snapshot(snapshot("x", big("old")))
+
+            async def delete() -> None:
+                with contextlib.suppress(NotFoundError):
+                    await s.other.delete_snapshot("x")
+
+            outcome = await interleave(s.store, s.held.save_snapshot(snapshot("x", new_input)), delete, at=k)
+            assert outcome.error is None, f"{outcome.where}: the save raised {outcome.error!r}"
+            if "x" not in await s.other.list_snapshots():
+                assert outcome.stopped is None, f"{outcome.where}: the save returned but stored nothing"
+                return False
+            try:
+                loaded = await s.other.load_snapshot("x")
+            except Exception as exc:
+                raise AssertionError(f"{outcome.where}: the saved instance is unreadable: {exc!r}") from exc
+            assert loaded.initial_input == new_input, outcome.where
+            assert await offered(s.other) == [("x", "t", new_input)], outcome.where
+        return outcome.stopped is not None
+
+    assert await at_every_boundary(attempt) > 0
+
+
+async def test_check_and_cancel_racing_a_recreate_keeps_the_new_request(stage: Stage) -> None:
+    # check_and_cancel cancels x and then cleans up after it; meanwhile x is deleted, saved
+    # again, and the new x gets a cancellation request. The clean-up must not remove that
+    # request: the new x must end cancelled or with its request pending, never dispatchable.
+    async def attempt(k: int) -> bool:
+        async with stage.scene() as s:
+            await s.other.save_snapshot(snapshot("x", b"old"))
+            await s.other.request_cancellation("x", "old", "tester")
+
+            async def recreate_and_cancel() -> None:
+                with contextlib.suppress(NotFoundError):
+                    await s.other.delete_snapshot("x")
+                await s.other.save_snapshot(snapshot("x", b"new"))
+                await s.other.request_cancellation("x", "new", "tester")
+
+            outcome = await interleave(s.store, s.held.check_and_cancel("x", "t"), recreate_and_cancel, at=k)
+            assert outcome.error is None, f"{outcome.where}: {outcome.error!r}"
+            state = (await s.other.load_snapshot("x")).state
+            pending = await s.other.get_cancellation_request("x")
+            assert isinstance(state, Cancelled) or (pending is not None and pending.reason == "new"), (
+                f"{outcome.where}: the new instance lost its cancellation request ({state}, {pending})"
+            )
+            assert await offered(s.other) == [], f"{outcome.where}: a cancelled instance is dispatchable"
         return outcome.stopped is not None
 
     assert await at_every_boundary(attempt) > 0
