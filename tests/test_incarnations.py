@@ -52,28 +52,32 @@ TTL = timedelta(seconds=10)
 BIG = 300 * 1024
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("local_store_target", id="local"),
-        pytest.param("memory_store_target", id="memory"),
-        pytest.param("moto_store_target", id="moto", marks=pytest.mark.slow),
-    ]
-)
+LOCAL = pytest.param("local_store_target", id="local")
+MEMORY = pytest.param("memory_store_target", id="memory")
+MOTO = pytest.param("moto_store_target", id="moto", marks=pytest.mark.slow)
+#: No conditional delete: the backend falls back to plain deletes there.
+LOCALSTACK = pytest.param("localstack_store_target", id="localstack", marks=pytest.mark.slow)
+
+
+@pytest.fixture(params=[LOCAL, MEMORY, MOTO])
 def target(request: pytest.FixtureRequest) -> StoreTarget:
     """A fresh root on local disk, ``memory://`` and moto_server."""
     found: StoreTarget = request.getfixturevalue(request.param)
     return found
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("local_store_target", id="local"),
-        pytest.param("memory_store_target", id="memory"),
-    ]
-)
+@pytest.fixture(params=[LOCAL, MEMORY])
 def logic_target(request: pytest.FixtureRequest) -> StoreTarget:
     """For races in the runtime's and the CLI's logic, which no store changes: local disk and
     ``memory://`` (a sweep re-opens the CLI's store at every boundary: minutes on moto_server)."""
+    found: StoreTarget = request.getfixturevalue(request.param)
+    return found
+
+
+@pytest.fixture(params=[LOCAL, MEMORY, MOTO, LOCALSTACK])
+def delete_target(request: pytest.FixtureRequest) -> StoreTarget:
+    """For races with deletes, where the store matters: also LocalStack, which cannot delete
+    conditionally."""
     found: StoreTarget = request.getfixturevalue(request.param)
     return found
 
@@ -139,6 +143,13 @@ async def stage(target: StoreTarget) -> AsyncIterator[Stage]:
 @pytest.fixture
 async def logic_stage(logic_target: StoreTarget) -> AsyncIterator[Stage]:
     opened = Stage(logic_target)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def delete_stage(delete_target: StoreTarget) -> AsyncIterator[Stage]:
+    opened = Stage(delete_target)
     yield opened
     await opened.close()
 
@@ -366,11 +377,13 @@ async def test_stalled_worker_never_overrides_the_takeover(stage: Stage, b_recor
 
 
 @pytest.mark.parametrize("claim_new", [False, True], ids=["recreate", "recreate-and-claim"])
-async def test_delete_racing_a_recreate_leaves_the_new_instance_whole(stage: Stage, claim_new: bool) -> None:
+async def test_delete_racing_a_recreate_leaves_the_new_instance_whole(
+    delete_stage: Stage, claim_new: bool
+) -> None:
     new_input = big("new")
 
     async def attempt(k: int) -> bool:
-        async with stage.scene() as s:
+        async with delete_stage.scene() as s:
             await s.other.save_snapshot(snapshot("x", big("old")))
             old_claim = await s.other.claim_task("x", "t", "w0", TTL)
             assert old_claim is not None
@@ -524,13 +537,13 @@ async def test_submit_replace_racing_another_submit(logic_stage: Stage) -> None:
     assert await at_every_boundary(attempt) > 0
 
 
-async def test_save_racing_a_delete_stays_readable(stage: Stage) -> None:
+async def test_save_racing_a_delete_stays_readable(delete_stage: Stage) -> None:
     # A create-or-overwrite save of x with a large input is held at each request while x is
     # deleted. Whatever the order, a save that returns has stored a readable, dispatchable x.
     new_input = big("new")
 
     async def attempt(k: int) -> bool:
-        async with stage.scene() as s:
+        async with delete_stage.scene() as s:
             await s.other.save_snapshot(snapshot("x", big("old")))
 
             async def delete() -> None:
