@@ -41,7 +41,7 @@ from objstore_wfp.runtime.errors import InstanceExistsError
 from objstore_wfp.runtime.events import WorkerEvent
 from objstore_wfp.stores.urls import open_store
 from tests.backends import StoreTarget, local_store_target, memory_store_target
-from tests.interleave import InterleavingStore, at_every_boundary, interleave
+from tests.interleave import InterleavingStore, at_every_boundary, crash_when, interleave
 
 __all__ = ["local_store_target", "memory_store_target"]
 
@@ -448,6 +448,42 @@ async def test_repair_racing_a_recreate_and_takeover(stage: Stage) -> None:
             assert w2 is None, f"{outcome.where}: w2 got token {w2.token} while w1 holds {w1.token}"
             assert await live_holders(s, "x", "t") == [("w1", w1.token)], outcome.where
             assert w1.token != stale.token, f"{outcome.where}: token {w1.token} handed out twice"
+        return outcome.stopped is not None
+
+    assert await at_every_boundary(attempt) > 0
+
+
+async def test_repair_racing_a_recreate_keeps_the_new_cancellation_request(stage: Stage) -> None:
+    # A delete of x crashed right after the snapshot went: what it had not removed yet (claims,
+    # a cancellation request, ...) is left behind. Long after, repair() cleans up while x is
+    # created again, gets a new cancellation request and its task is claimed.
+    async def attempt(k: int) -> bool:
+        async with stage.scene() as s:
+            await s.other.save_snapshot(snapshot("x"))
+            assert await s.other.claim_task("x", "t", "w0", TTL) is not None
+            await s.other.request_cancellation("x", "old", "tester")
+
+            async def gone() -> bool:
+                return "x" not in await s.other.list_snapshots()
+
+            assert await crash_when(s.store, s.held.delete_snapshot("x"), gone)
+            s.clock.advance(timedelta(minutes=30))
+
+            async def recreate() -> TaskClaim | None:
+                await s.other.save_snapshot(snapshot("x", b"new"))
+                await s.other.request_cancellation("x", "new", "tester")
+                return await s.other.claim_task("x", "t", "w1", TTL)
+
+            outcome = await interleave(s.store, s.held.repair(grace=timedelta(minutes=1)), recreate, at=k)
+            assert outcome.error is None, f"{outcome.where}: repair raised {outcome.error!r}"
+            w1 = outcome.interference
+            assert w1 is not None and w1.token > 1, f"{outcome.where}: {w1}"
+            pending = await s.other.get_cancellation_request("x")
+            assert pending is not None and pending.reason == "new", (
+                f"{outcome.where}: the new instance's cancellation request is {pending}"
+            )
+            assert await offered(s.other) == [], f"{outcome.where}: an instance being cancelled is offered"
+            assert await live_holders(s, "x", "t") == [("w1", w1.token)], outcome.where
         return outcome.stopped is not None
 
     assert await at_every_boundary(attempt) > 0
