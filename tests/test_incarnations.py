@@ -201,6 +201,7 @@ async def test_replace_while_the_old_task_runs_ends_with_the_new_result(
     # lease a few times, with heartbeats). Its result was computed from the old input: it must
     # not be recorded for the new instance, and its heartbeats must not adopt the new claim.
     old_started, new_started, old_finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    freed, checked = asyncio.Event(), asyncio.Event()
     # The replace and the new claim fit in the first heartbeat interval (1 s) of the old run.
     lease = timedelta(seconds=3) if heartbeats else timedelta(seconds=30)
 
@@ -213,6 +214,15 @@ async def test_replace_while_the_old_task_runs_ends_with_the_new_result(
         else:
             new_started.set()
             await old_finished.wait()
+            # The old run gives its claim back after its outcome: that must not free this run's.
+            try:
+                for _ in range(20):
+                    await asyncio.sleep(0.05)
+                    claims = await backend.list_claims("x")
+                    if not any(c.worker_id == "w" and c.task_id == "work" for c in claims):
+                        freed.set()
+            finally:
+                checked.set()  # also when this run is stopped for having lost its lease
         return f"done:{value}"
 
     def on_event(event: WorkerEvent) -> None:
@@ -221,7 +231,8 @@ async def test_replace_while_the_old_task_runs_ends_with_the_new_result(
             old_finished.set()
 
     flow = Flow("replace").step(work, name="work")
-    async with target.backend() as backend:
+    backend = target.backend()
+    async with backend:
         client = Client(backend, [flow])
         await client.submit(flow, "old", instance_id="x")
         worker = Worker(
@@ -232,6 +243,8 @@ async def test_replace_while_the_old_task_runs_ends_with_the_new_result(
             await asyncio.wait_for(old_started.wait(), 20)
             await client.submit(flow, "new", instance_id="x", if_exists="replace")
             assert await client.result("x", timeout=30, poll_interval=0.02) == "done:new"
+            await asyncio.wait_for(checked.wait(), 10)
+            assert not freed.is_set(), "the old run's release freed the new run's claim while it ran"
         finally:
             worker.stop()
             worker.stop()
