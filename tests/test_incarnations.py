@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -162,6 +162,15 @@ async def live_holders(s: Scene, instance_id: str, task_id: str) -> list[tuple[s
         for c in await s.other.list_claims(instance_id)
         if c.task_id == task_id and not c.is_expired(now)
     ]
+
+
+def gone(s: Scene, instance_id: str) -> Callable[[], Awaitable[bool]]:
+    """Whether the instance is no longer listed: for killing a delete right after that."""
+
+    async def check() -> bool:
+        return instance_id not in await s.other.list_snapshots()
+
+    return check
 
 
 async def offered(backend: ObjectStoreBackend) -> list[tuple[str, str, bytes | None]]:
@@ -437,14 +446,19 @@ async def test_delete_racing_a_recreate_leaves_the_new_instance_whole(
 # -- 4. repair racing a re-create and a takeover ----------------------------------------------
 
 
-async def test_repair_racing_a_recreate_and_takeover(stage: Stage) -> None:
-    # A claim of an instance that does not exist (a crashed submitter's lock, a deleted
-    # instance's leftover) has expired long ago; repair() may clean it up, but not once the
-    # instance exists again and W1 has taken the claim over.
+@pytest.mark.parametrize("leftover", ["claim-without-instance", "crashed-delete"])
+async def test_repair_racing_a_recreate_and_takeover(stage: Stage, leftover: str) -> None:
+    # An expired claim of an instance that does not exist (a crashed submitter's lock, or what
+    # a delete killed right after the snapshot went left behind); repair() may clean it up, but
+    # not once the instance exists again and W1 has taken the claim over.
     async def attempt(k: int) -> bool:
         async with stage.scene() as s:
+            if leftover == "crashed-delete":
+                await s.other.save_snapshot(snapshot("x"))
             stale = await s.other.claim_task("x", "t", "w0", timedelta(seconds=1))
             assert stale is not None
+            if leftover == "crashed-delete":
+                await crash_when(s.store, s.held.delete_snapshot("x"), gone(s, "x"))
             s.clock.advance(timedelta(minutes=30))
 
             async def recreate_and_take_over() -> TaskClaim | None:
@@ -475,11 +489,7 @@ async def test_repair_racing_a_recreate_keeps_the_new_cancellation_request(stage
             await s.other.save_snapshot(snapshot("x"))
             assert await s.other.claim_task("x", "t", "w0", TTL) is not None
             await s.other.request_cancellation("x", "old", "tester")
-
-            async def gone() -> bool:
-                return "x" not in await s.other.list_snapshots()
-
-            assert await crash_when(s.store, s.held.delete_snapshot("x"), gone)
+            await crash_when(s.store, s.held.delete_snapshot("x"), gone(s, "x"))
             s.clock.advance(timedelta(minutes=30))
 
             async def recreate() -> TaskClaim | None:
@@ -595,15 +605,21 @@ async def test_save_racing_a_delete_stays_readable(delete_stage: Stage) -> None:
         async with delete_stage.scene() as s:
             await s.other.save_snapshot(snapshot("x", big("old")))
 
-            async def delete() -> None:
-                with contextlib.suppress(NotFoundError):
+            async def delete() -> bool:
+                """Whether the save had landed when the delete began."""
+                try:
+                    landed = (await s.other.load_snapshot("x")).initial_input == new_input
                     await s.other.delete_snapshot("x")
+                except NotFoundError:
+                    return False
+                return landed
 
             outcome = await interleave(s.store, s.held.save_snapshot(snapshot("x", new_input)), delete, at=k)
             assert outcome.error is None, f"{outcome.where}: the save raised {outcome.error!r}"
             if "x" not in await s.other.list_snapshots():
-                assert outcome.stopped is None, f"{outcome.where}: the save returned but stored nothing"
-                return False
+                # Only a delete after the save's write may leave nothing.
+                assert outcome.interference, f"{outcome.where}: the save returned but stored nothing"
+                return outcome.stopped is not None
             try:
                 loaded = await s.other.load_snapshot("x")
             except Exception as exc:
