@@ -590,7 +590,8 @@ async def test_submit_replace_racing_another_submit(logic_stage: Stage) -> None:
                 f"{outcome.where}: {second_outcome!r}"
             )
             await Worker(s.other, [ECHO], poll_interval=0.01).run_until_idle()
-            assert await Client(s.other, [ECHO]).result("x", timeout=10) == "done:one", outcome.where
+            result = await Client(s.other, [ECHO]).result("x", timeout=10)
+            assert result == "done:one", f"{outcome.where}: the replaced x ended as {result!r}"
         return outcome.stopped is not None
 
     assert await at_every_boundary(attempt) > 0
