@@ -39,6 +39,7 @@ from objstore_wfp.cli.main import main as cli_main
 from objstore_wfp.runtime import Client, Flow, Worker
 from objstore_wfp.runtime.errors import InstanceExistsError
 from objstore_wfp.runtime.events import WorkerEvent
+from objstore_wfp.runtime.retry import RetryPolicy
 from objstore_wfp.stores.urls import open_store
 from tests.backends import StoreTarget, local_store_target, memory_store_target
 from tests.interleave import InterleavingStore, at_every_boundary, crash_when, interleave
@@ -393,6 +394,42 @@ async def test_stalled_worker_never_overrides_the_takeover(stage: Stage, b_recor
         return outcome.stopped is not None
 
     assert await at_every_boundary(attempt) > 0
+
+
+@pytest.mark.parametrize("interference", ["takeover", "replace"])
+async def test_a_failing_run_that_lost_its_task_fails_nothing(target: StoreTarget, interference: str) -> None:
+    # A's run fails (its last attempt raises) after its task passed to B (lease expired and
+    # taken over), or after the instance was replaced. Marking the workflow Failed is a write
+    # of A's, begun under its claim: it must not land on B's task nor on the new instance.
+    started, go = asyncio.Event(), asyncio.Event()
+
+    async def by_a(value: str) -> str:
+        started.set()
+        await go.wait()
+        raise RuntimeError("A's run failed")
+
+    flow_a = Flow("failing").step(by_a, name="work")
+    flow_b = Flow("failing").step(echo, name="work")
+    clock = ManualClock()
+    async with target.backend(clock=clock) as a, target.backend(clock=clock) as b:
+        await Client(b, [flow_b]).submit(flow_b, "old", instance_id="x")
+        worker_a = Worker(a, [flow_a], worker_id="A", lease=TTL, retry=RetryPolicy(max_attempts=1))
+        running = asyncio.ensure_future(worker_a.run_once())
+        await asyncio.wait_for(started.wait(), 20)
+        if interference == "takeover":
+            clock.advance(TTL + timedelta(seconds=1))
+            assert await b.claim_task("x", "work", "B", TTL) is not None
+            expected = "done:old"
+        else:
+            await Client(b, [flow_b]).submit(flow_b, "new", instance_id="x", if_exists="replace")
+            expected = "done:new"
+        go.set()
+        await asyncio.wait_for(running, 20)
+        if interference == "takeover":
+            clock.advance(TTL + timedelta(seconds=1))  # B's lease runs out: C takes the task over
+        await Worker(b, [flow_b], worker_id="C", poll_interval=0.01).run_until_idle()
+        status = await Client(b, [flow_b]).status("x")
+        assert (status.state, status.output, status.error) == ("completed", expected, None)
 
 
 # -- 3. delete racing a re-create -------------------------------------------------------------
