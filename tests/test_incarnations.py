@@ -695,3 +695,25 @@ async def test_check_and_cancel_racing_a_recreate_keeps_the_new_request(stage: S
         return outcome.stopped is not None
 
     assert await at_every_boundary(attempt) > 0
+
+
+async def test_a_run_found_before_a_replace_records_nothing_for_the_new_instance(stage: Stage) -> None:
+    # Worker A's whole task (find, claim, run, record, advance, release) is held at every
+    # request while x is replaced with a new input. Whatever A found, claimed or computed
+    # from the old input, x ends with the new input's result.
+    async def attempt(k: int) -> bool:
+        async with stage.scene() as s:
+            client = Client(s.other, [ECHO])
+            await client.submit(ECHO, "old", instance_id="x")
+            worker_a = Worker(s.held, [ECHO], worker_id="A", lease=TTL, poll_interval=0.01)
+
+            async def replace() -> None:
+                await client.submit(ECHO, "new", instance_id="x", if_exists="replace")
+
+            outcome = await interleave(s.store, worker_a.run_once(), replace, at=k)
+            await Worker(s.other, [ECHO], worker_id="C", poll_interval=0.01).run_until_idle()
+            result = await client.result("x", timeout=10)
+            assert result == "done:new", f"{outcome.where}: the replaced x ended as {result!r}"
+        return outcome.stopped is not None
+
+    assert await at_every_boundary(attempt) > 0
