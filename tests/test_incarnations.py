@@ -4,13 +4,32 @@ their kind, each checked at every request boundary of the operation under test.
 Every test here goes through public behaviour only (``PersistentBackend``, ``ObjectStoreBackend``
 over a wrapped store, ``Client``/``Worker``, the CLI), so it stays valid whatever requests a
 protocol makes. A sweep (:func:`tests.interleave.at_every_boundary`) holds the operation under
-test before each of its store requests in turn, on a fresh root each time, runs the interfering
-operation through a second backend over the same store (sharing one ``ManualClock``), resumes,
-and checks the invariant. The boundary is named in every failure message.
+test before each of its store requests in turn, on an emptied root each time, runs the
+interfering operation through a second backend over the same store (sharing one
+``ManualClock``), resumes, and checks the invariant. The boundary is named in every failure.
 
-Run on local disk, ``memory://`` and moto_server. moto's conditional PUT is check-then-act (see
-``test_store_atomicity.py``), which these single-process, one-writer-at-a-time sweeps never
+Run on local disk, ``memory://`` and moto_server (deletes also on LocalStack; races in the
+runtime's and CLI's own logic on local disk and memory only). moto's conditional PUT is
+check-then-act (see ``test_store_atomicity.py``), which these one-writer-at-a-time sweeps never
 exercise: only the interleaving forced here matters.
+
+Races of the kind found with the 2026-11-30 protocol (operation, interfering operation, where
+it was held, what broke), beyond the five of the issue:
+
+- ``objstore-wfp gc`` vs a replace: after gc read x as finished, x is replaced; gc deletes the
+  new, running x by id.
+- ``Client.submit(replace)`` vs another submit: the delete removes the submit lock with the old
+  instance's claims, so a second submitter takes the lock (token 1) and both write x.
+- ``save_snapshot`` (create-or-overwrite, large input) vs ``delete_snapshot``: the delete removes
+  the blob the save just uploaded; the save's retry reuses the blob's reference: x unreadable.
+- ``check_and_cancel`` vs delete, re-create and a new cancellation request: its clean-up after
+  the CAS deletes the new instance's request; the new instance is dispatched.
+- ``repair()`` after a killed delete vs a re-create with a cancellation request: repair reads the
+  old request and deletes the new one.
+- ``Worker``: a run that found x before a replace claims the new instance's task and records a
+  result computed from the old input; the old run's heartbeat (by worker id) adopts the new
+  claim of the same worker, its release frees it, and its failure marks the new instance (or
+  the task another worker took over) ``Failed``.
 """
 
 from __future__ import annotations
