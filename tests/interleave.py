@@ -285,3 +285,36 @@ async def at_every_boundary(attempt: Callable[[int], Awaitable[bool]], *, most: 
         if not await attempt(k):
             return k
     raise AssertionError(f"the operation made more than {most} requests: raise `most` or narrow `match`")
+
+
+async def crash_when(
+    store: InterleavingStore,
+    operation: Coroutine[Any, Any, Any],
+    condition: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float = TIMEOUT,
+) -> bool:
+    """Run ``operation`` one request at a time; at the first boundary where ``condition()``
+    holds, kill it there (cancel it while it is held, as a crash would stop it) and return
+    ``True``. Returns ``False`` if it finished first (its error, if any, is raised)."""
+    running = asyncio.ensure_future(operation)
+    armed = store.stop(0)
+    try:
+        while True:
+            reached = asyncio.ensure_future(armed.wait(timeout))
+            await asyncio.wait({running, reached}, return_when=asyncio.FIRST_COMPLETED)
+            if not reached.done():
+                reached.cancel()
+                running.result()
+                return False
+            if await condition():
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+                return True
+            held, armed = armed, store.stop(0)  # armed before the held request goes on
+            held.resume()
+    finally:
+        armed.resume()
+        with store._lock:
+            if armed in store._stops:
+                store._stops.remove(armed)

@@ -9,7 +9,7 @@ import pytest
 
 from objstore_wfp.stores.base import ConditionalStore
 from objstore_wfp.stores.memory import MemoryStore
-from tests.interleave import InterleavingStore, at_every_boundary, interleave
+from tests.interleave import InterleavingStore, at_every_boundary, crash_when, interleave
 
 
 class ExtendedStore(MemoryStore):
@@ -112,3 +112,21 @@ async def test_holds_a_caller_on_another_thread() -> None:
 def test_a_negative_index_is_refused() -> None:
     with pytest.raises(ValueError):
         wrapped().stop(-1)
+
+
+async def test_crash_when_kills_at_the_first_boundary_where_the_condition_holds() -> None:
+    store = wrapped()
+
+    async def a_written() -> bool:
+        return await store.inner.get("a") is not None
+
+    assert await crash_when(store, three_requests(store), a_written)
+    assert store.requests == [("put", "a"), ("get", "a")]  # killed before the get was sent
+    assert await store.inner.get("b") is None
+
+    async def never() -> bool:
+        return False
+
+    other = wrapped()
+    assert not await crash_when(other, three_requests(other), never)
+    assert len(other.requests) == 4

@@ -21,16 +21,13 @@ Azurite, asked the same, gave exactly one winner in every round: use them for su
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
-import tempfile
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import botocore.config
@@ -39,9 +36,8 @@ import botocore.session
 import pytest
 
 from objstore_wfp import AtTask, ObjectStoreBackend, WorkflowSnapshot
-from tests.servers import free_port, log_tail, service_unavailable, stop_process_group, wait_for_http
 from tests.servers.azure import AzuriteServer
-from tests.servers.s3 import REGION, S3Endpoint
+from tests.servers.s3 import REGION, S3Endpoint, moto_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -59,28 +55,9 @@ Attempt = Callable[[str, bytes], bool]
 def switchy_moto() -> Iterator[S3Endpoint]:
     """moto_server switching threads every microsecond (default 5 ms): same code, races
     between its check and its write become frequent enough to see in seconds."""
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="objstore-wfp-switchy-moto-"))
-    log = workdir / "moto.log"
-    code = (
-        "import sys; sys.setswitchinterval(1e-6); from moto.server import main; "
-        f"main(['-H', '127.0.0.1', '-p', '{port}'])"
-    )
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        if not wait_for_http(f"{url}/moto-api/", 30, alive=process):
-            service_unavailable(f"moto_server did not start on {url}: {log_tail(log)}")
-        yield S3Endpoint("switchy-moto", url)
-    finally:
-        stop_process_group(process, grace=3)
+    code = "import sys; sys.setswitchinterval(1e-6); from moto.server import main; main(sys.argv[1:])"
+    with moto_process([sys.executable, "-c", code], "switchy-moto") as endpoint:
+        yield endpoint
 
 
 def _s3_attempts(endpoint: S3Endpoint) -> tuple[Attempt, Callable[[str], Attempt]]:

@@ -15,6 +15,7 @@ example ``docker compose -f localstack-compose.yml up``) instead of starting one
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -131,6 +132,33 @@ def _supports_conditional_delete(endpoint: S3Endpoint) -> bool:
     raise AssertionError(f"{endpoint.url} deleted an object despite a wrong If-Match")
 
 
+@contextlib.contextmanager
+def moto_process(command: list[str], name: str = "moto") -> Iterator[S3Endpoint]:
+    """Run a moto server ``command`` (``-H 127.0.0.1 -p <port>`` appended) as its own process
+    group until the block ends; skip (or fail) if it does not answer within 30 s."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"objstore-wfp-{name}-"))
+    log = workdir / "moto.log"
+    port = free_port()
+    started = time.monotonic()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*command, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        if not wait_for_http(f"{url}/moto-api/", 30, alive=process):
+            service_unavailable(f"{name} did not start on {url}: {log_tail(log)}")
+        STARTUP_SECONDS[name] = time.monotonic() - started
+        yield S3Endpoint(name, url)
+    finally:
+        stop_process_group(process, grace=3)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[S3Endpoint]:
     """A ``moto_server`` process (moto's S3, run out of process so its condition checks are not
@@ -141,27 +169,8 @@ def moto_s3() -> Iterator[S3Endpoint]:
         if found is None:
             service_unavailable("moto_server not found: pip install 'moto[server]'")
         binary = Path(found)
-    workdir = Path(tempfile.mkdtemp(prefix="objstore-wfp-moto-"))
-    log = workdir / "moto.log"
-    port = free_port()
-    started = time.monotonic()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(binary), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        if not wait_for_http(f"{url}/moto-api/", 30, alive=process):
-            service_unavailable(f"moto_server did not start on {url}: {log_tail(log)}")
-        STARTUP_SECONDS["moto"] = time.monotonic() - started
-        yield S3Endpoint("moto", url)
-    finally:
-        stop_process_group(process, grace=3)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with moto_process([str(binary)]) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="session")
