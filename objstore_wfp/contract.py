@@ -126,15 +126,16 @@ class PersistentBackend(ABC):
     async def record_and_advance(
         self,
         claim: TaskClaim,
-        output: bytes,
+        output: bytes | None,
         advance: Callable[[WorkflowSnapshot], bool],
         *,
         reserve: timedelta | None = None,
         take: int = 1,
     ) -> tuple[WorkflowSnapshot, list[str]]:
         """Record ``output`` for ``claim``'s task (fenced by the claim; an output already
-        recorded by another execution wins and is kept), then let ``advance`` move the workflow
-        and save it by compare-and-swap. Returns the saved snapshot and up to ``take`` tasks it
+        recorded by another execution wins and is kept; ``None`` records nothing, e.g. to mark
+        the workflow failed under the claim), then let ``advance`` move the workflow and save
+        it by compare-and-swap. Returns the saved snapshot and up to ``take`` tasks it
         made ready that the caller may claim next. ``reserve`` asks the backend to keep those
         tasks out of other workers' polls for that long, where it can (an object store can; a
         poll then never offers a task its next holder is about to claim). Raises
@@ -142,13 +143,15 @@ class PersistentBackend(ABC):
         without this task's output.
 
         The default is :meth:`save_task_result` followed by a load/advance/save loop (two
-        writes, no reservation); a backend may do both in one atomic write.
+        writes, no reservation; with ``output=None`` the advance is not fenced); a backend may
+        do both in one atomic write.
         """
         from objstore_wfp.runtime.cas import update_snapshot
 
         before: set[str] = set()
         try:
-            await self.save_task_result(claim.instance_id, claim.task_id, output, claim=claim)
+            if output is not None:
+                await self.save_task_result(claim.instance_id, claim.task_id, output, claim=claim)
         except ConflictError:
             if await self.load_task_result(claim.instance_id, claim.task_id) is None:
                 raise

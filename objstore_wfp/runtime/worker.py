@@ -431,7 +431,12 @@ class Worker:
                 self._emit("cancelled", iid, tid, token=claim.token)
                 return 0, None
             if isinstance(outcome, _Failure):
-                await self._fail(iid, tid, outcome.error)
+                try:
+                    await self._fail(lease.claim, outcome.error)
+                except ClaimLostError as exc:
+                    holding = False
+                    self.stats.lost += 1
+                    self._emit("lost", iid, tid, token=claim.token, detail=str(exc))
                 return 0, None
             try:
                 snapshot, following = await self.backend.record_and_advance(
@@ -546,7 +551,11 @@ class Worker:
         result = await asyncio.get_running_loop().run_in_executor(self._executor, step.fn, value)
         return await result if inspect.isawaitable(result) else result
 
-    async def _fail(self, instance_id: str, task_id: str, error: str) -> None:
+    async def _fail(self, claim: TaskClaim, error: str) -> None:
+        """Mark the workflow failed, fenced by ``claim``: a run whose task passed to another
+        holder (or whose instance was replaced) fails nothing (``ClaimLostError``)."""
+        task_id = claim.task_id
+
         def mark(snapshot: WorkflowSnapshot) -> bool:
             # Another execution of the task may have succeeded meanwhile: then nothing failed.
             if task_id in snapshot.completed_tasks:
@@ -554,9 +563,9 @@ class Worker:
             snapshot.mark_failed(error)
             return True
 
-        await update_snapshot(self.backend, instance_id, mark)
+        await self.backend.record_and_advance(claim, None, mark)
         self.stats.failed += 1
-        self._emit("failed", instance_id, task_id, detail=error)
+        self._emit("failed", claim.instance_id, task_id, detail=error)
 
     def _advance(self, flow: Flow, snapshot: WorkflowSnapshot) -> bool:
         try:

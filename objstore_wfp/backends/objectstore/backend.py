@@ -376,19 +376,20 @@ class ObjectStoreBackend(PersistentBackend):
     async def record_and_advance(
         self,
         claim: TaskClaim,
-        output: bytes,
+        output: bytes | None,
         advance: Callable[[WorkflowSnapshot], bool],
         *,
         reserve: timedelta | None = None,
         take: int = 1,
     ) -> tuple[WorkflowSnapshot, list[str]]:
-        """Record ``output`` for ``claim``'s task and apply ``advance`` in ONE fenced
-        compare-and-swap (see :meth:`PersistentBackend.record_and_advance`). With ``reserve``,
-        the first ``take`` tasks the write makes ready are kept out of polls for that long and
-        returned, for the caller to claim next. The claim lapses rather than being released (the task is
-        done; releasing would cost a write)."""
+        """Record ``output`` for ``claim``'s task (``None``: record nothing) and apply
+        ``advance`` in ONE fenced compare-and-swap (see
+        :meth:`PersistentBackend.record_and_advance`). With ``reserve``, the first ``take``
+        tasks the write makes ready are kept out of polls for that long and returned, for the
+        caller to claim next. The claim lapses rather than being released (the task is done;
+        releasing would cost a write)."""
         check_claim_for(claim, claim.instance_id, claim.task_id)
-        data = check_output(output)
+        data = None if output is None else check_output(output)
         await self._ready()
         incarnation = await self._claims.incarnation_of(claim)
         instance = layout.encode_id(claim.instance_id)
@@ -407,14 +408,15 @@ class ObjectStoreBackend(PersistentBackend):
             snapshot = await self._snapshots.materialize(stored)
             state = snapshot.state
             assert isinstance(state, InProgress)  # not terminal, checked above
-            # Recorded as save_task_result records: the position is ``advance``'s to move.
-            state.completed_tasks.setdefault(claim.task_id, TaskResult(claim.task_id, data))
+            if data is not None:
+                # Recorded as save_task_result records: the position is ``advance``'s to move.
+                state.completed_tasks.setdefault(claim.task_id, TaskResult(claim.task_id, data))
             advance(snapshot)
             written, _, reserved = await composer.compose(
                 snapshot,
                 stored,
                 self._clock.now(),
-                recording=(claim.task_id, data),
+                recording=None if data is None else (claim.task_id, data),
                 reserve=reserve,
                 take=take,
             )
@@ -465,7 +467,8 @@ class ObjectStoreBackend(PersistentBackend):
 
     async def list_claims(self, instance_id: str | None = None) -> list[TaskClaim]:
         """Every claim that has a holder (live or expired, not released) in its instance's
-        current incarnation, of one instance or all, sorted by instance and task. Unreadable
+        current incarnation, of one instance or all, sorted by instance and task; none of a
+        final instance. Unreadable
         claim objects are skipped with a warning. Reads every claim object: for tools, not polls."""
         prefix = layout.CLAIMS
         if instance_id is not None:

@@ -290,8 +290,8 @@ class Claims:
     # -- listing -----------------------------------------------------------------------------
     async def held(self, prefix: str) -> list[TaskClaim]:
         """Every claim under ``prefix`` that has a holder in its instance's current incarnation,
-        on a task whose result is not recorded (a worker lets a finished task's claim lapse
-        rather than spend a write releasing it)."""
+        unless the instance is final (a worker lets a finished task's claim lapse rather than
+        spend a write releasing it: a final instance's claims mean nothing)."""
         claims = []
         snapshots: dict[str, Snapshot | None] = {}
         async for obj in self.store.list(prefix):
@@ -307,7 +307,7 @@ class Claims:
                 snapshots[instance] = await self.snapshots.read_quietly(instance)
             stored = snapshots[instance]
             incarnation = stored.incarnation if stored is not None else None
-            if record.incarnation == incarnation and not (stored and record.task_id in stored.results):
+            if record.incarnation == incarnation and not (stored and stored.terminal):
                 claims.append(record.public())
         return sorted(claims, key=lambda c: (c.instance_id, c.task_id))
 
