@@ -242,7 +242,7 @@ async def _ours_worker(job: _Job, shared: _Shared) -> dict[str, Any]:
     await running
     await backend.close()
     counts = http if http is not None else counting.counts
-    return {"cpu": cpu, "executions": {k: v for k, v in executions.items()}, "requests": sum(counts.values())}
+    return {"cpu": cpu, "executions": dict(executions), "requests": sum(counts.values())}
 
 
 def _group_cpu(pgid: int) -> float:
@@ -335,9 +335,9 @@ def _run_workers(job: _Job, workers: int, server_pid: int | None, wrapper: Path 
 # -- the systems -------------------------------------------------------------------------------------
 class _Sayiir:
     name = "sayiir"
-    label = "sayiir + PostgreSQL"
 
-    def __init__(self, postgres: Postgres) -> None:
+    def __init__(self, postgres: Postgres, *, durable: bool) -> None:
+        self.label = "sayiir + PostgreSQL" + ("" if durable else " (fsync off)")
         self.postgres = postgres
         self.server_pid: int | None = postgres.pid
 
@@ -427,12 +427,13 @@ def _run(system: Any, flow: str, n: int, workers: int, args: argparse.Namespace)
 
 
 @contextlib.contextmanager
-def _systems(names: tuple[str, ...]) -> Iterator[list[Any]]:
+def _systems(names: tuple[str, ...], *, durable_postgres: bool = True) -> Iterator[list[Any]]:
     with contextlib.ExitStack() as stack:
         systems: list[Any] = []
         for name in names:
             if name == "sayiir":
-                systems.append(_Sayiir(stack.enter_context(postgres_server())))
+                postgres = stack.enter_context(postgres_server(durable=durable_postgres))
+                systems.append(_Sayiir(postgres, durable=durable_postgres))
             elif name == "local":
                 base = Path(tempfile.mkdtemp(prefix="objstore-wfp-bench-peers-"))
                 stack.callback(shutil.rmtree, base, ignore_errors=True)
@@ -453,7 +454,7 @@ class _Cell:
 
 def throughput(args: argparse.Namespace, report: Report) -> None:
     cells: dict[tuple[str, str, int], _Cell] = {}
-    with _systems(args.systems) as systems:
+    with _systems(args.systems, durable_postgres=not args.postgres_no_fsync) as systems:
         for rep in range(args.reps):
             # Alternate the orders so slow drifts of a shared machine hit every side alike.
             counts = args.workers if rep % 2 == 0 else tuple(reversed(args.workers))
@@ -571,7 +572,10 @@ def _callgrind_total(directory: Path) -> int:
 
 def instructions(args: argparse.Namespace, report: Report) -> None:
     small, large = args.callgrind_sizes
-    with _systems(args.systems) as systems, tempfile.TemporaryDirectory() as tmp:
+    with (
+        _systems(args.systems, durable_postgres=not args.postgres_no_fsync) as systems,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         directory = Path(tmp)
         wrapper = _callgrind_wrapper(directory)
         for flow in args.flows:
@@ -607,6 +611,9 @@ def main() -> None:
         "--sayiir-poll", type=float, default=0.001, help="sayiir's: it sleeps this long between claims"
     )
     parser.add_argument("--concurrency", type=int, default=4, help="tasks at once per worker of ours")
+    parser.add_argument(
+        "--postgres-no-fsync", action="store_true", help="PostgreSQL without fsync (not durable, faster)"
+    )
     parser.add_argument("--instructions", action="store_true", help="callgrind instead of throughput")
     parser.add_argument("--callgrind-sizes", default="20,60", help="the two run sizes (instances)")
     args = parser.parse_args()
