@@ -271,7 +271,8 @@ class RunResult:
     server_cpu: float | None
     requests: int | None
     twice: int
-    wrong: int
+    #: "<instance>: <what it ended with>" for every instance that did not end as expected.
+    wrong: list[str]
     load: float
 
     @property
@@ -327,7 +328,7 @@ def _run_workers(job: _Job, workers: int, server_pid: int | None, wrapper: Path 
         server_cpu=server,
         requests=None if reports[0]["requests"] is None else sum(r["requests"] for r in reports),
         twice=sum(1 for n in executions.values() if n > 1),
-        wrong=0,
+        wrong=[],
         load=os.getloadavg()[0],
     )
 
@@ -351,8 +352,9 @@ class _Sayiir:
             client.submit(workflow, f"i{i}", i)
         return url, {}
 
-    def wrong_outputs(self, url: str, options: dict[str, Any], flow: str, n: int) -> int:
-        """Instances whose output is not the expected one (waiting up to 30 s for stragglers)."""
+    def wrong_outputs(self, url: str, options: dict[str, Any], flow: str, n: int) -> list[str]:
+        """Instances that did not end with the expected output (waiting up to 30 s for
+        stragglers), each with what it ended with."""
         from sayiir import PostgresBackend, WorkflowClient
 
         client = WorkflowClient(PostgresBackend(url))
@@ -362,11 +364,13 @@ class _Sayiir:
             pending = {i for i in pending if client.status(f"i{i}").is_in_progress()}
             if pending:
                 time.sleep(0.5)
-        wrong = 0
+        wrong = []
         for i in range(n):
             status = client.status(f"i{i}")
-            if not status.is_completed() or status.output != expected(flow, i):
-                wrong += 1
+            if not status.is_completed():
+                wrong.append(f"i{i}: {status.status} {status.error or ''}".rstrip())
+            elif status.output != expected(flow, i):
+                wrong.append(f"i{i}: output {status.output!r}, expected {expected(flow, i)!r}")
         return wrong
 
 
@@ -397,18 +401,19 @@ class _Ours:
         asyncio.run(submit())
         return url, options
 
-    def wrong_outputs(self, url: str, options: dict[str, Any], flow: str, n: int) -> int:
-        async def check() -> int:
+    def wrong_outputs(self, url: str, options: dict[str, Any], flow: str, n: int) -> list[str]:
+        async def check() -> list[str]:
             async with ObjectStoreBackend.from_url(url, **options) as backend:
                 client = Client(backend)
-                wrong = 0
+                wrong = []
                 for i in range(n):
                     try:
                         output = await client.result(f"i{i}", timeout=30)
-                    except Exception:
-                        wrong += 1
+                    except Exception as exc:  # failed, cancelled, still running: all wrong here
+                        wrong.append(f"i{i}: {type(exc).__name__} {exc}")
                         continue
-                    wrong += output != expected(flow, i)
+                    if output != expected(flow, i):
+                        wrong.append(f"i{i}: output {output!r}, expected {expected(flow, i)!r}")
                 return wrong
 
         return asyncio.run(check())
@@ -467,7 +472,8 @@ def throughput(args: argparse.Namespace, report: Report) -> None:
                         print(
                             f"  rep {rep + 1} {flow} {system.name} x{workers}: {result.rate:,.0f} tasks/s, "
                             f"{result.worker_cpu / result.tasks * 1e3:.2f} ms CPU/task, "
-                            f"run twice {result.twice}, wrong {result.wrong}, load {result.load:.2f}",
+                            f"run twice {result.twice}, wrong {len(result.wrong)} {result.wrong[:1]}, "
+                            f"load {result.load:.2f}",
                             flush=True,
                         )
         moto = next((s.moto for s in systems if isinstance(s, _Ours) and s.moto is not None), None)
@@ -488,12 +494,14 @@ def _row(flow: str, label: str, workers: int, cell: _Cell, base: _Cell | None, o
     server = [r.server_cpu / r.tasks * 1e3 for r in cell.runs if r.server_cpu is not None]
     requests = [r.requests / r.tasks for r in cell.runs if r.requests is not None]
     loads = ", ".join(f"{r.load:.1f}" for r in cell.runs)
+    wrong = [w for r in cell.runs for w in r.wrong]
     n = cell.runs[0].tasks // TASKS_PER_INSTANCE
     notes = [
         f"CPU/task: workers {worker_ms:.2f} ms"
         + (f" + server {statistics.median(server):.2f} ms" if server else ""),
         f"run twice: {sum(r.twice for r in cell.runs)} tasks",
-        f"wrong/missing outputs: {sum(r.wrong for r in cell.runs)} of {n * len(cell.runs)}",
+        f"wrong/missing outputs: {len(wrong)} of {n * len(cell.runs)}"
+        + (f", e.g. {wrong[0]}" if wrong else ""),
     ]
     if one is not None and workers != 1:
         notes.append(f"{rate / one.median(lambda r: r.rate):.2f}x its 1-worker rate")
@@ -513,10 +521,11 @@ def _row(flow: str, label: str, workers: int, cell: _Cell, base: _Cell | None, o
 async def _empty_poll_requests(moto: Moto) -> Counter[str]:
     """S3 requests of one ``find_available_tasks`` that finds nothing, after one instance ran to
     the end (so the indexes have existed): what an idle worker pays per poll."""
-    url, options = f"s3://{moto.new_bucket()}/idle", moto.storage_options()
-    async with ObjectStoreBackend.from_url(url, **options) as backend:
-        await Client(backend).submit(ours_flow("chain"), 1, instance_id="done")
-        await Worker(backend, [ours_flow("chain")], poll_interval=0.01).run_until_idle()
+    flow = Flow("peer-idle").step(_ours_step(abs))
+    backend = ObjectStoreBackend.from_url(f"s3://{moto.new_bucket()}/idle", **moto.storage_options())
+    async with backend:
+        await Client(backend).submit(flow, 1, instance_id="done")
+        await Worker(backend, [flow], poll_interval=0.01).run_until_idle()
         http = await count_http(backend.store)
         assert await backend.find_available_tasks("idle-worker", 4) == []
     return http
