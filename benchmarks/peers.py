@@ -49,6 +49,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +284,9 @@ class RunResult:
 def _spawn_context(wrapper: Path | None) -> Any:
     ctx = mp.get_context("spawn")
     if wrapper is not None:
+        # The resource tracker is spawned with the same executable: start it first, so that
+        # only the workers run under callgrind.
+        resource_tracker.ensure_running()
         ctx.set_executable(str(wrapper))
     return ctx
 
