@@ -294,8 +294,9 @@ class LocalStore(ConditionalStore):
     async def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ListedObject]:
         # The walk is lazy and goes in growing batches: a consumer that stops after a few keys
         # (find_available_tasks) reads a few directories, not the whole tree. The first batch is
-        # walked on the event loop (a few small directories from the cache take less CPU than a
-        # thread hand-off, measured by benchmarks/storecpu.py), longer listings in a thread.
+        # walked on the event loop: the walk is mostly Python holding the GIL, so a thread would
+        # not free the loop for its duration anyway, and the hand-off cost more CPU than a
+        # small walk (benchmarks/storecpu.py). Longer listings go on in a thread.
         keys = _iter_keys(self._root, prefix)
         batch = _FIRST_BATCH
         try:
