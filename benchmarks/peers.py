@@ -14,7 +14,7 @@ instance has run. Figures:
 - **tasks/s** from the barrier to the moment the last final task ran;
 - **CPU per task**: user+sys of the worker processes over the same window
   (``getrusage(RUSAGE_SELF)`` in each worker, all threads included), and that of the server
-  (PostgreSQL or moto_server: its whole process group, from ``/proc``);
+  (PostgreSQL or moto_server: the process, its children and what they reaped, from ``/proc``);
 - **store requests per task** of our runtime (S3 requests on moto), counted by
   :class:`~objstore_wfp.stores.counting.CountingStore`, so a cheaper protocol shows by re-running;
 - **correctness**, checked after the run on every instance: its final output (chain: input+3;
@@ -246,11 +246,13 @@ async def _ours_worker(job: _Job, shared: _Shared) -> dict[str, Any]:
     return {"cpu": cpu, "executions": dict(executions), "requests": sum(counts.values())}
 
 
-def _group_cpu(pgid: int) -> float:
-    """User+sys seconds of every live process in a process group, plus their reaped children:
-    a server and the helpers it forks (PostgreSQL: one backend per connection)."""
+def _tree_cpu(pid: int) -> float:
+    """User+sys seconds of a server process, its live descendants and the children it reaped:
+    PostgreSQL forks one backend per connection (each in a session of its own, so a process
+    group would miss them), moto_server runs in one process."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -258,9 +260,16 @@ def _group_cpu(pgid: int) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # exited meanwhile
-        # After the command: state ppid pgrp ...; utime stime cutime cstime are fields 14-17.
-        if int(fields[2]) == pgid:
-            total += sum(int(f) for f in fields[11:15])
+        # After the command: state ppid ...; utime stime cutime cstime are fields 14-17.
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = sum(int(f) for f in fields[11:15])
+    total = 0
+    for proc, ticks in times.items():
+        ancestor = proc
+        while ancestor not in (pid, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == pid:
+            total += ticks
     return total / tick
 
 
@@ -304,14 +313,14 @@ def _run_workers(job: _Job, workers: int, server_pid: int | None, wrapper: Path 
         for _ in procs:
             if not shared.ready.acquire(timeout=RUN_TIMEOUT):
                 raise RuntimeError(f"{job.system}: a worker process did not start")
-        server_cpu = _group_cpu(server_pid) if server_pid else 0.0
+        server_cpu = _tree_cpu(server_pid) if server_pid else 0.0
         started = time.perf_counter()
         shared.go.set()
         if not shared.finished.wait(RUN_TIMEOUT):
             done = shared.final_runs.value
             raise RuntimeError(f"{job.system}: {done} of {job.instances} instances finished")
         seconds = time.perf_counter() - started
-        server = _group_cpu(server_pid) - server_cpu if server_pid else None
+        server = _tree_cpu(server_pid) - server_cpu if server_pid else None
         reports = [shared.results.get(timeout=RUN_TIMEOUT) for _ in procs]
         for p in procs:
             p.join(timeout=60)
