@@ -14,7 +14,7 @@ instance has run. Figures:
 - **tasks/s** from the barrier to the moment the last final task ran;
 - **CPU per task**: user+sys of the worker processes over the same window
   (``getrusage(RUSAGE_SELF)`` in each worker, all threads included), and that of the server
-  (PostgreSQL or moto_server: its whole process group, from ``/proc``);
+  (PostgreSQL or moto_server: the process, its children and what they reaped, from ``/proc``);
 - **store requests per task** of our runtime (S3 requests on moto), counted by
   :class:`~objstore_wfp.stores.counting.CountingStore`, so a cheaper protocol shows by re-running;
 - **correctness**, checked after the run on every instance: its final output (chain: input+3;
@@ -49,6 +49,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -242,14 +243,16 @@ async def _ours_worker(job: _Job, shared: _Shared) -> dict[str, Any]:
     await running
     await backend.close()
     counts = http if http is not None else counting.counts
-    return {"cpu": cpu, "executions": {k: v for k, v in executions.items()}, "requests": sum(counts.values())}
+    return {"cpu": cpu, "executions": dict(executions), "requests": sum(counts.values())}
 
 
-def _group_cpu(pgid: int) -> float:
-    """User+sys seconds of every live process in a process group, plus their reaped children:
-    a server and the helpers it forks (PostgreSQL: one backend per connection)."""
+def _tree_cpu(pid: int) -> float:
+    """User+sys seconds of a server process, its live descendants and the children it reaped:
+    PostgreSQL forks one backend per connection (each in a session of its own, so a process
+    group would miss them), moto_server runs in one process."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -257,9 +260,16 @@ def _group_cpu(pgid: int) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # exited meanwhile
-        # After the command: state ppid pgrp ...; utime stime cutime cstime are fields 14-17.
-        if int(fields[2]) == pgid:
-            total += sum(int(f) for f in fields[11:15])
+        # After the command: state ppid ...; utime stime cutime cstime are fields 14-17.
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = sum(int(f) for f in fields[11:15])
+    total = 0
+    for proc, ticks in times.items():
+        ancestor = proc
+        while ancestor not in (pid, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == pid:
+            total += ticks
     return total / tick
 
 
@@ -271,7 +281,8 @@ class RunResult:
     server_cpu: float | None
     requests: int | None
     twice: int
-    wrong: int
+    #: "<instance>: <what it ended with>" for every instance that did not end as expected.
+    wrong: list[str]
     load: float
 
     @property
@@ -282,6 +293,9 @@ class RunResult:
 def _spawn_context(wrapper: Path | None) -> Any:
     ctx = mp.get_context("spawn")
     if wrapper is not None:
+        # The resource tracker is spawned with the same executable: start it first, so that
+        # only the workers run under callgrind.
+        resource_tracker.ensure_running()
         ctx.set_executable(str(wrapper))
     return ctx
 
@@ -299,14 +313,14 @@ def _run_workers(job: _Job, workers: int, server_pid: int | None, wrapper: Path 
         for _ in procs:
             if not shared.ready.acquire(timeout=RUN_TIMEOUT):
                 raise RuntimeError(f"{job.system}: a worker process did not start")
-        server_cpu = _group_cpu(server_pid) if server_pid else 0.0
+        server_cpu = _tree_cpu(server_pid) if server_pid else 0.0
         started = time.perf_counter()
         shared.go.set()
         if not shared.finished.wait(RUN_TIMEOUT):
             done = shared.final_runs.value
             raise RuntimeError(f"{job.system}: {done} of {job.instances} instances finished")
         seconds = time.perf_counter() - started
-        server = _group_cpu(server_pid) - server_cpu if server_pid else None
+        server = _tree_cpu(server_pid) - server_cpu if server_pid else None
         reports = [shared.results.get(timeout=RUN_TIMEOUT) for _ in procs]
         for p in procs:
             p.join(timeout=60)
@@ -327,7 +341,7 @@ def _run_workers(job: _Job, workers: int, server_pid: int | None, wrapper: Path 
         server_cpu=server,
         requests=None if reports[0]["requests"] is None else sum(r["requests"] for r in reports),
         twice=sum(1 for n in executions.values() if n > 1),
-        wrong=0,
+        wrong=[],
         load=os.getloadavg()[0],
     )
 
@@ -335,9 +349,9 @@ def _run_workers(job: _Job, workers: int, server_pid: int | None, wrapper: Path 
 # -- the systems -------------------------------------------------------------------------------------
 class _Sayiir:
     name = "sayiir"
-    label = "sayiir + PostgreSQL"
 
-    def __init__(self, postgres: Postgres) -> None:
+    def __init__(self, postgres: Postgres, *, durable: bool) -> None:
+        self.label = "sayiir + PostgreSQL" + ("" if durable else " (fsync off)")
         self.postgres = postgres
         self.server_pid: int | None = postgres.pid
 
@@ -351,8 +365,9 @@ class _Sayiir:
             client.submit(workflow, f"i{i}", i)
         return url, {}
 
-    def wrong_outputs(self, url: str, options: dict[str, Any], flow: str, n: int) -> int:
-        """Instances whose output is not the expected one (waiting up to 30 s for stragglers)."""
+    def wrong_outputs(self, url: str, options: dict[str, Any], flow: str, n: int) -> list[str]:
+        """Instances that did not end with the expected output (waiting up to 30 s for
+        stragglers), each with what it ended with."""
         from sayiir import PostgresBackend, WorkflowClient
 
         client = WorkflowClient(PostgresBackend(url))
@@ -362,11 +377,13 @@ class _Sayiir:
             pending = {i for i in pending if client.status(f"i{i}").is_in_progress()}
             if pending:
                 time.sleep(0.5)
-        wrong = 0
+        wrong = []
         for i in range(n):
             status = client.status(f"i{i}")
-            if not status.is_completed() or status.output != expected(flow, i):
-                wrong += 1
+            if not status.is_completed():
+                wrong.append(f"i{i}: {status.status} {status.error or ''}".rstrip())
+            elif status.output != expected(flow, i):
+                wrong.append(f"i{i}: output {status.output!r}, expected {expected(flow, i)!r}")
         return wrong
 
 
@@ -397,18 +414,19 @@ class _Ours:
         asyncio.run(submit())
         return url, options
 
-    def wrong_outputs(self, url: str, options: dict[str, Any], flow: str, n: int) -> int:
-        async def check() -> int:
+    def wrong_outputs(self, url: str, options: dict[str, Any], flow: str, n: int) -> list[str]:
+        async def check() -> list[str]:
             async with ObjectStoreBackend.from_url(url, **options) as backend:
                 client = Client(backend)
-                wrong = 0
+                wrong = []
                 for i in range(n):
                     try:
                         output = await client.result(f"i{i}", timeout=30)
-                    except Exception:
-                        wrong += 1
+                    except Exception as exc:  # failed, cancelled, still running: all wrong here
+                        wrong.append(f"i{i}: {type(exc).__name__} {exc}")
                         continue
-                    wrong += output != expected(flow, i)
+                    if output != expected(flow, i):
+                        wrong.append(f"i{i}: output {output!r}, expected {expected(flow, i)!r}")
                 return wrong
 
         return asyncio.run(check())
@@ -427,12 +445,13 @@ def _run(system: Any, flow: str, n: int, workers: int, args: argparse.Namespace)
 
 
 @contextlib.contextmanager
-def _systems(names: tuple[str, ...]) -> Iterator[list[Any]]:
+def _systems(names: tuple[str, ...], *, durable_postgres: bool = True) -> Iterator[list[Any]]:
     with contextlib.ExitStack() as stack:
         systems: list[Any] = []
         for name in names:
             if name == "sayiir":
-                systems.append(_Sayiir(stack.enter_context(postgres_server())))
+                postgres = stack.enter_context(postgres_server(durable=durable_postgres))
+                systems.append(_Sayiir(postgres, durable=durable_postgres))
             elif name == "local":
                 base = Path(tempfile.mkdtemp(prefix="objstore-wfp-bench-peers-"))
                 stack.callback(shutil.rmtree, base, ignore_errors=True)
@@ -453,7 +472,7 @@ class _Cell:
 
 def throughput(args: argparse.Namespace, report: Report) -> None:
     cells: dict[tuple[str, str, int], _Cell] = {}
-    with _systems(args.systems) as systems:
+    with _systems(args.systems, durable_postgres=not args.postgres_no_fsync) as systems:
         for rep in range(args.reps):
             # Alternate the orders so slow drifts of a shared machine hit every side alike.
             counts = args.workers if rep % 2 == 0 else tuple(reversed(args.workers))
@@ -466,7 +485,8 @@ def throughput(args: argparse.Namespace, report: Report) -> None:
                         print(
                             f"  rep {rep + 1} {flow} {system.name} x{workers}: {result.rate:,.0f} tasks/s, "
                             f"{result.worker_cpu / result.tasks * 1e3:.2f} ms CPU/task, "
-                            f"run twice {result.twice}, wrong {result.wrong}, load {result.load:.2f}",
+                            f"run twice {result.twice}, wrong {len(result.wrong)} {result.wrong[:1]}, "
+                            f"load {result.load:.2f}",
                             flush=True,
                         )
         moto = next((s.moto for s in systems if isinstance(s, _Ours) and s.moto is not None), None)
@@ -487,12 +507,14 @@ def _row(flow: str, label: str, workers: int, cell: _Cell, base: _Cell | None, o
     server = [r.server_cpu / r.tasks * 1e3 for r in cell.runs if r.server_cpu is not None]
     requests = [r.requests / r.tasks for r in cell.runs if r.requests is not None]
     loads = ", ".join(f"{r.load:.1f}" for r in cell.runs)
+    wrong = [w for r in cell.runs for w in r.wrong]
     n = cell.runs[0].tasks // TASKS_PER_INSTANCE
     notes = [
         f"CPU/task: workers {worker_ms:.2f} ms"
         + (f" + server {statistics.median(server):.2f} ms" if server else ""),
         f"run twice: {sum(r.twice for r in cell.runs)} tasks",
-        f"wrong/missing outputs: {sum(r.wrong for r in cell.runs)} of {n * len(cell.runs)}",
+        f"wrong/missing outputs: {len(wrong)} of {n * len(cell.runs)}"
+        + (f", e.g. {wrong[0]}" if wrong else ""),
     ]
     if one is not None and workers != 1:
         notes.append(f"{rate / one.median(lambda r: r.rate):.2f}x its 1-worker rate")
@@ -512,10 +534,11 @@ def _row(flow: str, label: str, workers: int, cell: _Cell, base: _Cell | None, o
 async def _empty_poll_requests(moto: Moto) -> Counter[str]:
     """S3 requests of one ``find_available_tasks`` that finds nothing, after one instance ran to
     the end (so the indexes have existed): what an idle worker pays per poll."""
-    url, options = f"s3://{moto.new_bucket()}/idle", moto.storage_options()
-    async with ObjectStoreBackend.from_url(url, **options) as backend:
-        await Client(backend).submit(ours_flow("chain"), 1, instance_id="done")
-        await Worker(backend, [ours_flow("chain")], poll_interval=0.01).run_until_idle()
+    flow = Flow("peer-idle").step(_ours_step(abs))
+    backend = ObjectStoreBackend.from_url(f"s3://{moto.new_bucket()}/idle", **moto.storage_options())
+    async with backend:
+        await Client(backend).submit(flow, 1, instance_id="done")
+        await Worker(backend, [flow], poll_interval=0.01).run_until_idle()
         http = await count_http(backend.store)
         assert await backend.find_available_tasks("idle-worker", 4) == []
     return http
@@ -571,7 +594,10 @@ def _callgrind_total(directory: Path) -> int:
 
 def instructions(args: argparse.Namespace, report: Report) -> None:
     small, large = args.callgrind_sizes
-    with _systems(args.systems) as systems, tempfile.TemporaryDirectory() as tmp:
+    with (
+        _systems(args.systems, durable_postgres=not args.postgres_no_fsync) as systems,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         directory = Path(tmp)
         wrapper = _callgrind_wrapper(directory)
         for flow in args.flows:
@@ -607,6 +633,9 @@ def main() -> None:
         "--sayiir-poll", type=float, default=0.001, help="sayiir's: it sleeps this long between claims"
     )
     parser.add_argument("--concurrency", type=int, default=4, help="tasks at once per worker of ours")
+    parser.add_argument(
+        "--postgres-no-fsync", action="store_true", help="PostgreSQL without fsync (not durable, faster)"
+    )
     parser.add_argument("--instructions", action="store_true", help="callgrind instead of throughput")
     parser.add_argument("--callgrind-sizes", default="20,60", help="the two run sizes (instances)")
     args = parser.parse_args()

@@ -3,8 +3,9 @@
 127.0.0.1 and a free port, stopped and removed at exit. As root it runs as the unprivileged
 ``postgres`` user, which PostgreSQL insists on.
 
-The cluster keeps PostgreSQL's default durability (``fsync``, ``synchronous_commit``, full page
-writes): the local-disk store it is compared with fsyncs every write too.
+By default the cluster keeps PostgreSQL's durability (``fsync``, ``synchronous_commit``, full
+page writes): the local-disk store it is compared with fsyncs every write too. ``durable=False``
+turns all three off, as the test suite's throw-away clusters do.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[Postgres]:
+def postgres_server(*, durable: bool = True) -> Iterator[Postgres]:
     """Initialise and start a throw-away cluster; stop it (fast shutdown) and delete it at exit."""
     bindir = _bindir()
     workdir = Path(tempfile.mkdtemp(prefix="objstore-wfp-bench-postgres-"))
@@ -92,6 +93,8 @@ def postgres_server() -> Iterator[Postgres]:
         port = free_port()
         server = [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1"]
         server += ["-k", str(workdir), "-c", "max_connections=300"]
+        if not durable:
+            server += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         with log.open("wb") as log_file:
             process = subprocess.Popen(
                 server,

@@ -4,10 +4,18 @@
   published atomically: ``os.link`` for create-if-absent (fails if the name exists, so there is
   no check-then-write), ``os.replace`` otherwise; the directory is fsynced afterwards. A process
   killed at any instant leaves the old bytes or the new bytes, never a torn file.
-- Compare-and-swap and deletes read, compare and write under a ``filelock`` lock (one of 4096
-  lock files under ``.locks/``, chosen by hashing the key), so they are atomic across processes.
+- Compare-and-swap, overwrites and deletes read, compare and write under an exclusive ``flock``
+  on one of 4096 lock files under ``.locks/`` (chosen by hashing the key), so they are atomic
+  across processes and threads: each holder opens the lock file afresh, and ``flock`` locks of
+  distinct open files exclude each other even within one process. A bare ``flock`` costs a few
+  microseconds of CPU where the ``filelock`` package cost about a hundred; it is the same lock
+  (``filelock`` flocks the same files), so processes of older versions still exclude these.
   Create-if-absent does not need the lock: linking cannot overwrite, and a CAS or delete can only
   act on a file that exists.
+- Writes wait for fsync (milliseconds), so they run in a thread; reads of small files and the
+  outcomes decided by one ``stat`` (create-if-absent of a key that exists, delete of a key that
+  does not) are answered on the event loop, where a thread hand-off would cost more CPU than the
+  operation. Either answer is what the store held at an instant during the call.
 - The version is ``<inode>.<mtime_ns>.<digest>``: a new write creates a new inode while the old
   one is still alive, so writing identical bytes twice still changes the version, and the digest
   makes a reused inode with the same timestamp harmless.
@@ -20,16 +28,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import hashlib
 import itertools
 import os
 import secrets
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
-
-from filelock import FileLock
 
 from objstore_wfp.errors import StoreUnavailableError
 from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject
@@ -69,6 +77,7 @@ class LocalStore(ConditionalStore):
         self._root = Path(root).expanduser().resolve()
         # Reads join strings: building a Path per read costs more than reading a small file.
         self._prefix = f"{self._root}{os.sep}"
+        self._locks = f"{self._prefix}.locks{os.sep}"
         try:
             (self._root / ".locks").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -92,9 +101,25 @@ class LocalStore(ConditionalStore):
     def _path(self, key: str) -> Path:
         return self._root / key
 
-    def _lock(self, key: str) -> FileLock:
+    @contextlib.contextmanager
+    def _lock(self, key: str) -> Iterator[None]:
+        """Hold the key's bucket lock (blocking: call it in a thread)."""
         bucket = hashlib.blake2b(key.encode(), digest_size=4).hexdigest()[:_LOCK_BUCKETS_HEX]
-        return FileLock(self._root / ".locks" / f"{bucket}.lock", thread_local=False, is_singleton=False)
+        fd = os.open(f"{self._locks}{bucket}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # the only descriptor of this open file: closing it releases the lock
+
+    def _is_file(self, key: str) -> bool:
+        """Whether a regular file is at ``key`` now (a directory there is no object)."""
+        try:
+            return stat.S_ISREG(os.stat(self._prefix + key).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise StoreUnavailableError(f"{self.url}: {exc}") from exc
 
     def _read(self, key: str, limit: int | None = None) -> StoredObject | None:
         """Raises ``_TooLarge`` instead of reading a file larger than ``limit`` bytes."""
@@ -166,6 +191,9 @@ class LocalStore(ConditionalStore):
         return await self._run(work)
 
     async def put_if_absent(self, key: str, data: bytes) -> str | None:
+        if self._is_file(key):
+            return None  # a lost race for a claim: no temporary file, no fsync, no thread
+
         def work() -> str | None:
             path = self._path(key)
             temp, version = self._write_temp(path, data)
@@ -196,6 +224,9 @@ class LocalStore(ConditionalStore):
         return await self._run(work)
 
     async def delete(self, key: str) -> None:
+        if not self._is_file(key):
+            return
+
         def work() -> None:
             with self._lock(key):
                 self._unlink(key)
@@ -261,18 +292,25 @@ class LocalStore(ConditionalStore):
         return await self._run(work)
 
     async def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ListedObject]:
-        # The walk is lazy and runs in a thread in growing batches: a consumer that stops after a
-        # few keys (find_available_tasks) reads a few directories, not the whole tree.
+        # The walk is lazy and goes in growing batches: a consumer that stops after a few keys
+        # (find_available_tasks) reads a few directories, not the whole tree. The first batch is
+        # walked on the event loop: the walk is mostly Python holding the GIL, so a thread would
+        # not free the loop for its duration anyway, and the hand-off cost more CPU than a
+        # small walk (benchmarks/storecpu.py). Longer listings go on in a thread.
         keys = _iter_keys(self._root, prefix)
         batch = _FIRST_BATCH
+        try:
+            chunk = _take(keys, batch)
+        except OSError as exc:
+            raise StoreUnavailableError(f"{self.url}: {exc}") from exc
         while True:
-            chunk = await self._run(_take, keys, batch)
             for key in chunk:
                 if start_after is None or key > start_after:
                     yield ListedObject(key, None)
             if len(chunk) < batch:
                 return
             batch = min(batch * 4, _MAX_BATCH)
+            chunk = await self._run(_take, keys, batch)
 
 
 def _take(keys: Iterator[str], n: int) -> list[str]:
