@@ -89,10 +89,13 @@ class Worker:
       lease); then they are abandoned and their claims released.
     - ``on_event``: called with every :class:`WorkerEvent` (from the worker's event loop).
 
-    Serverless handler::
+    Serverless handler (a complete one: ``examples/aws_lambda/``)::
+
+        BACKEND = SyncBackend.from_url(URL)  # once per process, at import
+        WORKER = Worker(BACKEND.backend, [flow])
 
         def handler(event, context):
-            return asyncio.run(Worker(open_backend(URL), [flow]).run_once())
+            return BACKEND.run(WORKER.run_once())
     """
 
     def __init__(

@@ -12,6 +12,10 @@ The SDK is used directly rather than through adlfs because adlfs's ``rm_file`` d
 conditions, and with the SDK's own retries switched off (``retry_total=0``): a conditional write
 retried out of sight cannot tell its own earlier, applied attempt from a competitor's (see
 :mod:`objstore_wfp.stores._retry`).
+
+Each event loop that uses a store gets its own SDK client (and credential chain, where the
+store makes one), closed when that loop closes or on ``close()`` (see
+:mod:`objstore_wfp.stores._perloop`).
 """
 
 from __future__ import annotations

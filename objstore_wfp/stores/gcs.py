@@ -16,6 +16,10 @@ its own earlier, applied attempt from a competitor's (see :mod:`objstore_wfp.sto
 Every upload is a single-request ``uploadType=multipart`` upload carrying the MD5 of the bytes, so
 GCS rejects a torn body. It is also the upload path that fake-gcs-server enforces preconditions
 on (it ignores them on ``uploadType=media`` and on ``DELETE``); see ``docs/gcs-azure.md``.
+
+Each event loop that uses a store gets its own HTTP session (made as gcsfs makes it), closed
+when that loop closes or on ``close()``; credentials are shared (see
+:mod:`objstore_wfp.stores._perloop`).
 """
 
 from __future__ import annotations

@@ -179,6 +179,10 @@ class S3Store(ConditionalStore):
     ``retry_budget`` (seconds) bounds how long a call keeps retrying; ``attempt_timeout``
     (seconds) bounds each request.
 
+    One store serves any number of event loops and threads: each loop gets its own s3fs
+    filesystem and aiobotocore client on first use, closed when that loop closes or on
+    :meth:`close` (see :mod:`objstore_wfp.stores._perloop`).
+
     Raises :class:`~objstore_wfp.errors.UnsupportedStoreError` if the installed botocore does not
     know the conditional-request parameters.
     """
