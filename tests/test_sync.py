@@ -36,8 +36,8 @@ from objstore_wfp.model import AvailableTask, CancellationRequest, TaskClaim
 from objstore_wfp.runtime import Flow, SyncClient, Worker, WorkflowFailedError
 from objstore_wfp.sync import BackgroundLoop, SyncBackend
 from objstore_wfp.testing import BackendConformance
+from tests.leaks import no_complaints, open_sessions
 from tests.servers.s3 import S3Endpoint
-from tests.test_event_loops import no_complaints, open_sessions
 
 TTL = timedelta(seconds=30)
 
