@@ -158,8 +158,8 @@ class Worker:
         A task whose lease another worker holds (one that died mid-task, say) is not available
         until that lease expires. By default this returns without waiting for it. With
         ``wait_for_leases=True`` it then waits while another holder has a live lease on a task
-        of an in-progress workflow of a known flow, waking at the earliest expiry (at least every
-        ``poll_interval`` seconds, at most every ``heartbeat``), and works again on whatever was
+        of an in-progress workflow of a known flow, waking when the earliest of those leases
+        expires (after ``poll_interval`` seconds at least), and works again on whatever was
         freed, so a batch job finishes the workflows a dead worker left behind. Claims without a
         TTL never expire and are not waited for. It needs a backend with ``list_claims()``
         (:class:`~objstore_wfp.ObjectStoreBackend` has it) and raises ``TypeError`` otherwise.
@@ -171,7 +171,8 @@ class Worker:
             if expiry is None:
                 break
             wait = (expiry - self.clock.now()).total_seconds()
-            await asyncio.sleep(min(max(wait, self.poll_interval), self.heartbeat.total_seconds()))
+            # Not sooner: every wake-up that finds nothing pays for a sweep (a load per instance).
+            await asyncio.sleep(max(wait, self.poll_interval))
             completed += await self._run(until_idle=True, handle_signals=False)
         return completed
 
