@@ -335,8 +335,9 @@ async def test_url_forms_open_the_same_store(azure_container: AzureContainer) ->
     try:
         assert store.url == f"az://{name}/p"
         assert isinstance(store, AzureBlobStore)
-        assert store._service.account_name == "myaccount"
-        assert store._service.url.startswith("https://myaccount.blob.core.windows.net")
+        service = store._connect().service
+        assert service.account_name == "myaccount"
+        assert service.url.startswith("https://myaccount.blob.core.windows.net")
     finally:
         await store.close()
 

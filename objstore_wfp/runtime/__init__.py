@@ -18,7 +18,7 @@
 """
 
 from objstore_wfp.runtime.backend import open_backend
-from objstore_wfp.runtime.client import Client, IfExists, WorkflowStatus
+from objstore_wfp.runtime.client import Client, IfExists, SyncClient, WorkflowStatus
 from objstore_wfp.runtime.codec import Codec, JsonCodec
 from objstore_wfp.runtime.errors import (
     FlowDefinitionError,
@@ -44,6 +44,7 @@ __all__ = [
     "Registry",
     "RetryPolicy",
     "Step",
+    "SyncClient",
     "Worker",
     "WorkerEvent",
     "WorkerStats",

@@ -1,4 +1,5 @@
-"""``Client``: submit workflows, read their status, wait for results, cancel them."""
+"""``Client``: submit workflows, read their status, wait for results, cancel them; ``SyncClient``:
+the same for code that is not async."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from objstore_wfp.runtime.codec import Codec, JsonCodec
 from objstore_wfp.runtime.errors import InstanceExistsError, WorkflowCancelledError, WorkflowFailedError
 from objstore_wfp.runtime.flow import RESERVED_PREFIX, Flow, Registry
 from objstore_wfp.runtime.progress import describe_position, start_position
+from objstore_wfp.sync import BackgroundLoop, SyncBackend
 
 IfExists = Literal["error", "return_existing", "replace"]
 
@@ -203,3 +205,63 @@ class Client:
         position = snapshot.position
         at = position.task_id if isinstance(position, AtTask) else None
         return await self.backend.check_and_cancel(instance_id, interrupted_at_task=at)
+
+
+class SyncClient:
+    """:class:`Client` for code that is not async: the same methods, arguments, results and
+    errors, each blocking until done (see :mod:`objstore_wfp.sync`).
+
+    ``backend`` is a :class:`~objstore_wfp.sync.SyncBackend` (whose loop the client shares) or
+    an async backend (then the client runs it on a :class:`~objstore_wfp.sync.BackgroundLoop`
+    of its own, closed by :meth:`close`)::
+
+        backend = SyncBackend.from_url("s3://bucket/workflows")
+        client = SyncClient(backend, [flow])
+        instance_id = client.submit(flow, 5)
+        print(client.result(instance_id, timeout=60))
+    """
+
+    def __init__(
+        self,
+        backend: PersistentBackend | SyncBackend,
+        flows: Iterable[Flow] = (),
+        *,
+        codec: Codec | None = None,
+    ) -> None:
+        if isinstance(backend, SyncBackend):
+            self.loop, self._owns_loop = backend.loop, False
+            backend = backend.backend
+        else:
+            self.loop, self._owns_loop = BackgroundLoop(), True
+        self.client = Client(backend, flows, codec=codec)
+
+    def submit(
+        self,
+        flow: Flow,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        priority: int = 3,
+        if_exists: IfExists = "error",
+    ) -> str:
+        """See :meth:`Client.submit`."""
+        return self.loop.run(
+            self.client.submit(flow, input, instance_id=instance_id, priority=priority, if_exists=if_exists)
+        )
+
+    def status(self, instance_id: str) -> WorkflowStatus:
+        """See :meth:`Client.status`."""
+        return self.loop.run(self.client.status(instance_id))
+
+    def result(self, instance_id: str, *, timeout: float | None = None, poll_interval: float = 0.2) -> Any:
+        """See :meth:`Client.result`."""
+        return self.loop.run(self.client.result(instance_id, timeout=timeout, poll_interval=poll_interval))
+
+    def cancel(self, instance_id: str, reason: str = "cancelled by client", requested_by: str = "") -> bool:
+        """See :meth:`Client.cancel`."""
+        return self.loop.run(self.client.cancel(instance_id, reason, requested_by))
+
+    def close(self) -> None:
+        """Stop the client's own loop, if it made one (a shared one belongs to its backend)."""
+        if self._owns_loop:
+            self.loop.close()

@@ -20,11 +20,11 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from objstore_wfp.clock import Clock, SystemClock
@@ -36,7 +36,7 @@ from objstore_wfp.runtime.cas import update_snapshot
 from objstore_wfp.runtime.codec import Codec, JsonCodec
 from objstore_wfp.runtime.errors import FlowDefinitionError
 from objstore_wfp.runtime.events import EventHandler, EventKind, WorkerEvent, WorkerStats
-from objstore_wfp.runtime.flow import Flow, Registry, Step
+from objstore_wfp.runtime.flow import RESERVED_PREFIX, Flow, Registry, Step
 from objstore_wfp.runtime.progress import advance
 from objstore_wfp.runtime.retry import RetryPolicy
 
@@ -47,6 +47,18 @@ MAX_FIND_LIMIT = 256
 #: An idle worker's poll interval grows to at most this multiple of ``poll_interval`` by default
 #: (four doublings), see ``Worker(max_poll_interval=...)``.
 MAX_POLL_FACTOR = 16
+
+
+_ClaimLister = Callable[[], Awaitable[list[TaskClaim]]]
+
+
+def _claim_lister(backend: PersistentBackend) -> _ClaimLister:
+    list_claims: _ClaimLister | None = getattr(backend, "list_claims", None)
+    if list_claims is None:
+        raise TypeError(
+            f"wait_for_leases needs a backend with list_claims(); {type(backend).__name__} has none"
+        )
+    return list_claims
 
 
 def default_worker_id() -> str:
@@ -111,10 +123,13 @@ class Worker:
       lease); then they are abandoned and their claims released.
     - ``on_event``: called with every :class:`WorkerEvent` (from the worker's event loop).
 
-    Serverless handler::
+    Serverless handler (a complete one: ``examples/aws_lambda/``)::
+
+        BACKEND = SyncBackend.from_url(URL)  # once per process, at import
+        WORKER = Worker(BACKEND.backend, [flow])
 
         def handler(event, context):
-            return asyncio.run(Worker(open_backend(URL), [flow]).run_once())
+            return BACKEND.run(WORKER.run_once())
     """
 
     def __init__(
@@ -184,11 +199,58 @@ class Worker:
             done = await asyncio.gather(*(self._process(task, claim) for task, claim in found))
         return sum(done)
 
-    async def run_until_idle(self) -> int:
+    async def run_until_idle(self, *, wait_for_leases: bool = False) -> int:
         """Work until nothing is left to do (no task available, none in flight, nothing to
-        repair); return the number of tasks completed. A task whose lease is held by a dead
-        worker is not available until the lease expires, so this may return before it is redone."""
-        return await self._run(until_idle=True, handle_signals=False)
+        repair); return the number of tasks completed.
+
+        A task whose lease another worker holds (one that died mid-task, say) is not available
+        until that lease expires. By default this returns without waiting for it. With
+        ``wait_for_leases=True`` it then waits while another holder has a live lease on a task
+        of an in-progress workflow of a known flow, waking when the earliest of those leases
+        expires (after ``poll_interval`` seconds at least), and works again on whatever was
+        freed, so a batch job finishes the workflows a dead worker left behind. Claims without a
+        TTL never expire and are not waited for. It needs a backend with ``list_claims()``
+        (:class:`~objstore_wfp.ObjectStoreBackend` has it) and raises ``TypeError`` otherwise.
+        """
+        list_claims = _claim_lister(self.backend) if wait_for_leases else None
+        completed = await self._run(until_idle=True, handle_signals=False)
+        while list_claims is not None:
+            expiry = await self._earliest_foreign_lease(list_claims)
+            if expiry is None:
+                break
+            wait = (expiry - self.clock.now()).total_seconds()
+            # Not sooner: every wake-up that finds nothing pays for a sweep (a load per instance).
+            await asyncio.sleep(max(wait, self.poll_interval))
+            completed += await self._run(until_idle=True, handle_signals=False)
+        return completed
+
+    async def _earliest_foreign_lease(self, list_claims: _ClaimLister) -> datetime | None:
+        """When the first live lease held by another worker, on a task of an in-progress
+        workflow of a known flow, expires; ``None`` if there is no such lease."""
+        now = self.clock.now()
+        try:
+            claims = await list_claims()
+        except BackendError as exc:
+            log.warning("worker %s: listing claims failed, not waiting for leases: %s", self.worker_id, exc)
+            return None
+        earliest: datetime | None = None
+        for claim in claims:
+            expires_at = claim.expires_at
+            if (
+                claim.worker_id == self.worker_id
+                or expires_at is None
+                or claim.is_expired(now)
+                or claim.task_id.startswith(RESERVED_PREFIX)
+                or (earliest is not None and expires_at >= earliest)
+            ):
+                continue
+            try:
+                snapshot = await self.backend.load_snapshot(claim.instance_id)
+            except BackendError:
+                continue  # deleted meanwhile, or unreadable: nothing to wait for
+            if not snapshot.is_terminal and self.registry.get(snapshot.definition_hash) is not None:
+                earliest = expires_at
+        return earliest
 
     async def run_forever(self, *, handle_signals: bool = True) -> int:
         """Work until :meth:`stop` (by default also on SIGTERM or SIGINT); return the number of

@@ -12,12 +12,17 @@ The SDK is used directly rather than through adlfs because adlfs's ``rm_file`` d
 conditions, and with the SDK's own retries switched off (``retry_total=0``): a conditional write
 retried out of sight cannot tell its own earlier, applied attempt from a competitor's (see
 :mod:`objstore_wfp.stores._retry`).
+
+Each event loop that uses a store gets its own SDK client (and credential chain, where the
+store makes one), closed when that loop closes or on ``close()`` (see
+:mod:`objstore_wfp.stores._perloop`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
@@ -32,9 +37,10 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline.transport import AioHttpTransport
-from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError
+from objstore_wfp.stores._perloop import PerLoop
 from objstore_wfp.stores._retry import RetryPolicy, TransientError, with_retries, without_hidden_retries
 from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject
 
@@ -82,11 +88,23 @@ class AzureBlobStore(ConditionalStore):
         self._container_name = container
         self._prefix = prefix.strip("/")
         self._retry = retry or RetryPolicy()
-        self._owned_credential: Any = None
-        self._service = self._client(storage_options)
-        self._container = self._service.get_container_client(container)
+        self._options = storage_options
+        self._connect()  # checks the options now (no request is sent): fail here, not on first use
+        self._clients: PerLoop[_Clients] = PerLoop(
+            self._open, _Clients.close, f"the Azure client of {self.url}"
+        )
 
-    def _client(self, options: dict[str, Any]) -> BlobServiceClient:
+    async def _open(self) -> _Clients:
+        # One SDK client (and credential chain, where this store makes one) per event loop:
+        # their aiohttp sessions belong to the loop that made them.
+        return self._connect()
+
+    def _connect(self) -> _Clients:
+        service, owned_credential = self._client(self._options)
+        return _Clients(service, service.get_container_client(self._container_name), owned_credential)
+
+    def _client(self, options: dict[str, Any]) -> tuple[BlobServiceClient, Any]:
+        """The service client and the credential made for it here (to be closed with it), if any."""
         # Our own retries replace the SDK's and aiohttp's (see the module docstring).
         transport = _Transport(
             connection_timeout=self._retry.request_timeout, read_timeout=self._retry.request_timeout
@@ -99,9 +117,10 @@ class AzureBlobStore(ConditionalStore):
             connection_string = env.get("AZURE_STORAGE_CONNECTION_STRING")
         try:
             if connection_string:
-                return BlobServiceClient.from_connection_string(
+                service = BlobServiceClient.from_connection_string(
                     connection_string, credential=options.get("credential"), **kwargs
                 )
+                return service, None
             account = account or env.get("AZURE_STORAGE_ACCOUNT_NAME")
             if not account:
                 raise InvalidArgumentError(
@@ -110,28 +129,30 @@ class AzureBlobStore(ConditionalStore):
                 )
             host = options.get("account_host") or f"{account}.blob.core.windows.net"
             account_url = host if "://" in host else f"https://{host}"
-            credential = self._credential(account, options)
-            return BlobServiceClient(account_url, credential=credential, **kwargs)
+            credential, owned = self._credential(account, options)
+            service = BlobServiceClient(account_url, credential=credential, **kwargs)
+            return service, credential if owned else None
         except (ValueError, AzureError) as exc:
             if isinstance(exc, InvalidArgumentError):
                 raise
             raise StoreUnavailableError(f"cannot open {self.url}: {exc}") from exc
 
-    def _credential(self, account: str, options: dict[str, Any]) -> Any:
+    def _credential(self, account: str, options: dict[str, Any]) -> tuple[Any, bool]:
+        """The credential, and whether it was made here."""
         # Explicit options first, then the environment, so that e.g. anon=True means anonymous
         # even where AZURE_STORAGE_ACCOUNT_KEY happens to be set.
         if options.get("credential") is not None:
-            return options["credential"]
+            return options["credential"], False
         if options.get("account_key"):
-            return {"account_name": account, "account_key": options["account_key"]}
+            return {"account_name": account, "account_key": options["account_key"]}, False
         if options.get("sas_token"):
-            return options["sas_token"]
+            return options["sas_token"], False
         if options.get("anon"):
-            return None
+            return None, False
         if os.environ.get("AZURE_STORAGE_ACCOUNT_KEY"):
-            return {"account_name": account, "account_key": os.environ["AZURE_STORAGE_ACCOUNT_KEY"]}
+            return {"account_name": account, "account_key": os.environ["AZURE_STORAGE_ACCOUNT_KEY"]}, False
         if os.environ.get("AZURE_STORAGE_SAS_TOKEN"):
-            return os.environ["AZURE_STORAGE_SAS_TOKEN"]
+            return os.environ["AZURE_STORAGE_SAS_TOKEN"], False
         try:
             from azure.identity.aio import DefaultAzureCredential
         except ImportError as exc:
@@ -139,8 +160,7 @@ class AzureBlobStore(ConditionalStore):
                 f"no Azure credentials for account {account!r}: give account_key, sas_token, "
                 "credential or connection_string, or install azure-identity"
             ) from exc
-        self._owned_credential = DefaultAzureCredential()
-        return self._owned_credential
+        return DefaultAzureCredential(), True
 
     @property
     def url(self) -> str:
@@ -152,8 +172,8 @@ class AzureBlobStore(ConditionalStore):
     def _name(self, key: str) -> str:
         return f"{self._prefix}/{key}" if self._prefix else key
 
-    def _blob(self, key: str) -> Any:
-        return self._container.get_blob_client(self._name(key))
+    async def _blob(self, key: str) -> Any:
+        return (await self._clients.get()).container.get_blob_client(self._name(key))
 
     async def _call(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
         """One SDK call. Not-found, exists and condition errors pass through for the caller to
@@ -181,7 +201,7 @@ class AzureBlobStore(ConditionalStore):
         what = f"{self.url}: read {key!r}"
 
         async def read() -> StoredObject:
-            downloader = await self._blob(key).download_blob()
+            downloader = await (await self._blob(key)).download_blob()
             data = await downloader.readall()
             return StoredObject(bytes(data), _etag(downloader.properties.etag))
 
@@ -204,7 +224,8 @@ class AzureBlobStore(ConditionalStore):
 
         async def attempt(maybe_applied: bool) -> str | None:
             async def upload() -> dict[str, Any]:
-                result: dict[str, Any] = await self._blob(key).upload_blob(data, overwrite=True, **condition)
+                blob = await self._blob(key)
+                result: dict[str, Any] = await blob.upload_blob(data, overwrite=True, **condition)
                 return result
 
             try:
@@ -225,7 +246,7 @@ class AzureBlobStore(ConditionalStore):
 
         async def attempt(maybe_applied: bool) -> bool:
             async def delete() -> None:
-                await self._blob(key).delete_blob(**condition)
+                await (await self._blob(key)).delete_blob(**condition)
 
             try:
                 await self._call(what, delete)
@@ -279,7 +300,8 @@ class AzureBlobStore(ConditionalStore):
 
             async def page(_: bool, token: str | None = token) -> tuple[list[ListedObject], str | None]:
                 async def fetch() -> tuple[list[ListedObject], str | None]:
-                    pages: Any = self._container.list_blobs(
+                    container = (await self._clients.get()).container
+                    pages: Any = container.list_blobs(
                         name_starts_with=root + prefix, results_per_page=_PAGE_SIZE
                     ).by_page(continuation_token=token)
                     items = [
@@ -300,10 +322,24 @@ class AzureBlobStore(ConditionalStore):
                 return
 
     async def close(self) -> None:
-        """Close the HTTP session (and the credential chain this store created)."""
-        await self._service.close()
-        if self._owned_credential is not None:
-            await self._owned_credential.close()
+        """Close the HTTP sessions (and the credential chains this store made) of every event
+        loop (see :mod:`objstore_wfp.stores._perloop`)."""
+        await self._clients.aclose()
+
+
+@dataclass(frozen=True)
+class _Clients:
+    """One event loop's SDK clients."""
+
+    service: BlobServiceClient
+    container: ContainerClient
+    #: The credential chain made for this client (closed with it), or ``None``.
+    owned_credential: Any
+
+    async def close(self) -> None:
+        await self.service.close()
+        if self.owned_credential is not None:
+            await self.owned_credential.close()
 
 
 class _Transport(AioHttpTransport):  # type: ignore[misc]

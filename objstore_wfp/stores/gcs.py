@@ -16,6 +16,10 @@ its own earlier, applied attempt from a competitor's (see :mod:`objstore_wfp.sto
 Every upload is a single-request ``uploadType=multipart`` upload carrying the MD5 of the bytes, so
 GCS rejects a torn body. It is also the upload path that fake-gcs-server enforces preconditions
 on (it ignores them on ``uploadType=media`` and on ``DELETE``); see ``docs/gcs-azure.md``.
+
+Each event loop that uses a store gets its own HTTP session (made as gcsfs makes it), closed
+when that loop closes or on ``close()``; credentials are shared (see
+:mod:`objstore_wfp.stores._perloop`).
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from gcsfs.core import GCSFileSystem
+from fsspec.implementations.http import get_client
+from gcsfs.core import GCSFileSystem, _client_cert_ssl_context
 
 from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError, UnsupportedStoreError
+from objstore_wfp.stores._perloop import PerLoop
 from objstore_wfp.stores._retry import RetryPolicy, TransientError, with_retries, without_hidden_retries
 from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject
 
@@ -78,7 +84,9 @@ class GCSStore(ConditionalStore):
             self._fs = GCSFileSystem(asynchronous=True, skip_instance_cache=True, **options)
         except Exception as exc:  # gcsfs raises a variety of errors for bad credentials/options
             raise StoreUnavailableError(f"cannot open {self.url}: {exc}") from exc
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: PerLoop[aiohttp.ClientSession] = PerLoop(
+            self._open_session, aiohttp.ClientSession.close, f"the HTTP session of {self.url}"
+        )
 
     @property
     def url(self) -> str:
@@ -103,8 +111,7 @@ class GCSStore(ConditionalStore):
     ) -> tuple[int, Mapping[str, str], bytes]:
         """One HTTP request: ``(status, headers, body)`` for any status that is not transient;
         :class:`TransientError` for throttling, 5xx, timeouts and broken connections."""
-        if self._session is None:
-            self._session = without_hidden_retries(await self._fs._set_session())
+        session = await self._sessions.get()
         try:
             # Refreshes an expiring token in place (blocking, as gcsfs itself does, about once
             # an hour) and adds the Authorization header.
@@ -115,7 +122,7 @@ class GCSStore(ConditionalStore):
             headers["Content-Type"] = content_type
         query = dict(self._fs._get_params(dict(params)))
         try:
-            async with self._session.request(
+            async with session.request(
                 method,
                 url,
                 params=query,
@@ -134,6 +141,15 @@ class GCSStore(ConditionalStore):
             error = StoreUnavailableError(f"{method} {url}: HTTP {status}: {_message(body)}")
             raise TransientError(error, maybe_applied=status != 429)
         return status, response_headers, body
+
+    async def _open_session(self) -> aiohttp.ClientSession:
+        # What gcsfs's _set_session makes, once per event loop instead of once per filesystem
+        # (an aiohttp session belongs to the loop that made it); credentials stay shared.
+        kwargs = dict(self._fs.session_kwargs)
+        if self._fs._use_client_cert and "connector" not in kwargs and self._fs._location.startswith("https://"):
+            ssl_context = await asyncio.to_thread(_client_cert_ssl_context)
+            kwargs["connector"] = aiohttp.TCPConnector(ssl=ssl_context)
+        return without_hidden_retries(await get_client(**kwargs))
 
     def _failure(self, what: str, status: int, body: bytes) -> StoreUnavailableError:
         if status in (401, 403):
@@ -289,11 +305,8 @@ class GCSStore(ConditionalStore):
             params["pageToken"] = token
 
     async def close(self) -> None:
-        """Close the HTTP session."""
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
-        self._fs._session = None
+        """Close the HTTP sessions of every event loop (see :mod:`objstore_wfp.stores._perloop`)."""
+        await self._sessions.aclose()
 
 
 def _generation(version: str) -> str:
