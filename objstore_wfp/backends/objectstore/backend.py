@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 INLINE_LIMIT = 256 * 1024
 #: ``claim_available`` draws its candidates at random from this many times ``limit`` due entries.
 SPREAD = 4
+#: How long a poll skips an entry whose task it just lost to another claimer, when its own
+#: claims have no TTL to go by.
+LOST_RACE_HOLD = timedelta(seconds=30)
 
 
 class ObjectStoreBackend(PersistentBackend):
@@ -519,6 +522,7 @@ class ObjectStoreBackend(PersistentBackend):
                 return None
             claim = await self._claims.claim(stored.instance_id, task_id, worker_id, ttl)
             if claim is None:
+                self._index.hold(entry.key, now + (ttl or LOST_RACE_HOLD))
                 return None
             try:
                 data = await self._snapshots.task_input(stored)

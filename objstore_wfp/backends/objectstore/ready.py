@@ -165,6 +165,14 @@ class ReadyIndex:
                 break
         return entries
 
+    def hold(self, key: str, until: datetime) -> None:
+        """Skip ``key`` in this backend's polls until ``until``: its task was just claimed by
+        someone else, whose claim moves the entry (or, if it dies first, expires)."""
+        with self._lock:
+            if len(self._held) >= _MEMO_SIZE:
+                self._held.clear()
+            self._held[key] = epoch_us(until)
+
     async def offer(self, entry: layout.ReadyEntry, now: datetime) -> tuple[Snapshot, str] | None:
         """The current snapshot and ready task an entry stands for, or ``None`` (a stale entry
         past the grace period is deleted). One GET."""
@@ -226,10 +234,7 @@ class ReadyIndex:
             if record is None or record.incarnation != stored.incarnation or not record.live(now):
                 return True
             if record.expires_at is not None:
-                with self._lock:
-                    if len(self._held) >= _MEMO_SIZE:
-                        self._held.clear()
-                    self._held[entry.key] = epoch_us(record.expires_at)
+                self.hold(entry.key, record.expires_at)
             return False
 
         verdicts = await asyncio.gather(*(claimable(e, s) for e, s, _ in ready))
