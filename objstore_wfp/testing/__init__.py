@@ -29,8 +29,8 @@ its strict mode too (then use ``@pytest_asyncio.fixture`` for an async fixture, 
 Requirements: ``pytest``, ``pytest-asyncio`` and ``hypothesis``: the ``conformance`` extra,
 ``pip install 'objstore-wfp[conformance]'``.
 
-The suite checks the operations table and the guarantees of ``docs/contract.md`` that one
-process can observe, plus the choices recorded in ``docs/semantics.md``. Failures say which
+The suite checks the contract's operations and the guarantees that one process can observe
+(README.md, "Guarantees"), plus the choices recorded in ``docs/semantics.md``. Failures say which
 rule broke. To skip a test your backend cannot pass yet, override it in the subclass with a
 ``pytest.mark.skip`` and say why; do not weaken it.
 """
