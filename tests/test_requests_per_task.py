@@ -15,7 +15,7 @@ from tests.backends import StoreTarget
 
 pytestmark = pytest.mark.timeout(300)
 
-INSTANCES = 24
+INSTANCES = 40
 
 
 @pytest.fixture(

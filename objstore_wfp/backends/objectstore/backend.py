@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 #: Outputs and inputs larger than this (bytes) live in their own ``blobs/`` objects.
 INLINE_LIMIT = 256 * 1024
 #: ``claim_available`` draws its candidates at random from this many times ``limit`` due entries.
-SPREAD = 4
+SPREAD = 8
 #: How long a poll skips an entry whose task it just lost to another claimer, when its own
 #: claims have no TTL to go by.
 LOST_RACE_HOLD = timedelta(seconds=30)
@@ -364,10 +364,13 @@ class ObjectStoreBackend(PersistentBackend):
             await composer.drop_unused_blobs(None)
             return
         self._snapshots.forget(old.key)  # the written bytes are not kept; the next read refreshes
-        if task_id in old.ready:
-            await self._index.delete_quietly(
-                [layout.ready_key(old.ready[task_id], instance, layout.encode_id(task_id))]
-            )
+        done = (
+            [layout.ready_key(old.ready[task_id], instance, layout.encode_id(task_id))]
+            if task_id in old.ready
+            else []
+        )
+        leased = self._claims.dismiss(claim) if claim is not None else None
+        await self._index.delete_quietly(done + ([leased] if leased else []))
 
     async def load_task_result(self, instance_id: str, task_id: str) -> bytes | None:
         check_ids(instance_id, task_id)

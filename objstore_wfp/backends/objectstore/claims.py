@@ -122,6 +122,7 @@ class Claims:
             stored = None  # an unreadable snapshot offers nothing; the claim binds to nothing
         incarnation = stored.incarnation if stored is not None else None
         replaced: list[ClaimRecord] = []
+        moved: list[str | None] = []
 
         async def decide(found: StoredObject | None) -> Write[ClaimRecord | None] | Keep[ClaimRecord | None]:
             nonlocal incarnation
@@ -143,6 +144,14 @@ class Claims:
             token = replaced[0].token + 1 if replaced else 1
             expires = None if ttl is None else expiry(now, ttl)
             record = ClaimRecord(instance_id, task_id, incarnation, worker_id, token, now, expires)
+            if stored is not None and stored.incarnation == incarnation and not moved:
+                slot = stored.ready.get(task_id)
+                if slot is not None and layout.slot_kind(slot) == layout.FRESH:
+                    # A fresh entry is offered without a claim check, so it must be gone
+                    # before the claim exists: a crash in between would leave a held task
+                    # offered. Moved first, a crash leaves the task unclaimed and its entry
+                    # due at the lease's expiry, as if this claimer had died holding it.
+                    moved.append(await self.index.lease(stored, instance, task_id, expires, also=None))
             return Write(record.to_bytes(), record)
 
         # A task reserved for a chaining worker is claimed blind (one request). A task any poll
@@ -168,14 +177,19 @@ class Claims:
         ):
             current = await self._publish_fence(instance, record)
         previous = self._forget(key, worker_id)
-        entry = await self.index.lease(
-            current,
-            instance,
-            task_id,
-            record.expires_at,
-            also=previous.entry if previous else None,
-            now=record.claimed_at,
-        )
+        if moved and not older_holder:
+            entry = moved[0]
+            if previous is not None and previous.entry not in (None, entry):
+                await self.index.delete_quietly([previous.entry])
+        else:
+            entry = await self.index.lease(
+                current,
+                instance,
+                task_id,
+                record.expires_at,
+                also=previous.entry if previous else None,
+                now=record.claimed_at,
+            )
         # The grant keeps the version written; its bytes are re-encoded (a new nonce) but only
         # ever parsed for the record, which is the same.
         self._remember(key, Grant(StoredObject(record.to_bytes(), version), record, entry))
@@ -254,11 +268,12 @@ class Claims:
         return record.public()
 
     async def release(self, instance_id: str, task_id: str, worker_id: str) -> None:
-        await self._update_holding(instance_id, task_id, worker_id, lambda record, _: record.released())
         instance = layout.encode_id(instance_id)
-        grant = self._forget(_key(instance_id, task_id), worker_id)
-        # Claimable at once: put a due entry in place of the leased one (the claim check in
-        # find sees the release).
+        key = _key(instance_id, task_id)
+        grant = self._grant(key, worker_id)
+        # Claimable at once: a due entry takes the leased one's place, written before the
+        # release so that a crash in between leaves the task offered (the claim check in find
+        # sees who holds it), never hidden until the old lease's expiry.
         await self.index.lease(
             await self.snapshots.current_or_cached(instance),
             instance,
@@ -266,6 +281,8 @@ class Claims:
             self.clock.now(),
             also=grant.entry if grant else None,
         )
+        await self._update_holding(instance_id, task_id, worker_id, lambda record, _: record.released())
+        self._forget(key, worker_id)
 
     async def clear(self, instance: str, incarnation: str | None) -> None:
         """Release every holding taken in ``incarnation`` (or before any existed) of a deleted

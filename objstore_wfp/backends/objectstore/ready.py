@@ -103,9 +103,11 @@ class ReadyIndex:
         references that is already leased into the future (kept for a worker that chains to
         this task) is kept as it is. Returns the leased entry's key, or ``None`` when the task
         is not ready in ``stored``."""
-        if stored is None or task_id not in stored.ready:
-            return None
         task = layout.encode_id(task_id)
+        if stored is None or task_id not in stored.ready:
+            # Nothing to offer: only clear what earlier claims of the task placed.
+            await self.delete_quietly(k for k in (self.seen(instance, task), also) if k is not None)
+            return None
         slot = stored.ready[task_id]
         if now is not None and layout.slot_kind(slot) == layout.LEASED and slot_due_us(slot) > epoch_us(now):
             return layout.ready_key(slot, instance, task)
