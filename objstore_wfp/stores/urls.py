@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from objstore_wfp.errors import InvalidArgumentError, UnsupportedStoreError
 from objstore_wfp.stores.base import ConditionalStore
 
-_CLOUD_SCHEMES = {
+_CLOUD_SCHEMES: dict[str, Literal["s3", "gcs", "azure"]] = {
     "s3": "s3",
     "s3a": "s3",
     "gs": "gcs",
@@ -20,10 +20,12 @@ _CLOUD_SCHEMES = {
 
 def open_store(url: str, **storage_options: Any) -> ConditionalStore:
     """The store a URL names: a plain path or ``file://`` (local disk), ``memory://``,
-    ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``az://container/prefix``.
+    ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``az://container/prefix``. A cloud scheme
+    with ``+obstore`` (``s3+obstore://``, ``gs+obstore://``, ``az+obstore://``) selects the
+    obstore adapter (:mod:`objstore_wfp.stores.obstore`, the ``obstore`` extra) for the same store.
 
-    Storage options go to the cloud filesystem (s3fs, gcsfs, adlfs) unchanged; local disk and
-    memory take none.
+    Storage options go to the cloud filesystem (s3fs, gcsfs, adlfs) unchanged, or are mapped to
+    obstore's by their fsspec names; local disk and memory take none.
 
     >>> open_store("memory://doctest").url
     'memory://doctest'
@@ -46,12 +48,18 @@ def open_store(url: str, **storage_options: Any) -> ConditionalStore:
         from objstore_wfp.stores.local import LocalStore
 
         return LocalStore(rest)
-    kind = _CLOUD_SCHEMES.get(scheme)
-    if kind is None:
+    cloud, _, client = scheme.partition("+")
+    kind = _CLOUD_SCHEMES.get(cloud)
+    if kind is None or client not in ("", "obstore"):
         raise UnsupportedStoreError(
-            f"no store for {scheme}:// (use a path, file://, memory://, s3://, gs:// or az://)"
+            f"no store for {scheme}:// (use a path, file://, memory://, s3://, gs:// or az://, "
+            "or a cloud scheme with +obstore)"
         )
     try:
+        if client:
+            from objstore_wfp.stores.obstore import ObstoreStore
+
+            return ObstoreStore(kind, rest, **storage_options)
         if kind == "s3":
             from objstore_wfp.stores.s3 import S3Store
 
@@ -64,7 +72,7 @@ def open_store(url: str, **storage_options: Any) -> ConditionalStore:
 
         return AzureBlobStore(rest, **storage_options)
     except ImportError as exc:
-        extra = {"s3": "s3", "gcs": "gcs", "azure": "azure"}[kind]
+        extra = client or {"s3": "s3", "gcs": "gcs", "azure": "azure"}[kind]
         raise UnsupportedStoreError(
             f"{scheme}:// needs the '{extra}' extra: pip install 'objstore-wfp[{extra}]' ({exc})"
         ) from exc

@@ -1,0 +1,201 @@
+"""The obstore adapter (``s3+obstore://``, ``az+obstore://``, ``gs+obstore://``) on real servers:
+the store conformance suite and the probe on moto_server, LocalStack and Azurite, what happens on
+fake-gcs-server, option mapping, and refused conditional writes after injected faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError, UnsupportedStoreError
+from objstore_wfp.stores._retry import RetryPolicy
+from objstore_wfp.stores.base import ListedObject, StoredObject
+from objstore_wfp.stores.obstore import ObstoreStore
+from objstore_wfp.stores.probe import probe_store
+from objstore_wfp.stores.urls import open_store
+from objstore_wfp.testing.stores import StoreConformance
+from tests.servers.azure import AzuriteServer
+from tests.servers.faultproxy import FaultProxy
+from tests.servers.gcs import GCSServer
+from tests.servers.s3 import S3Endpoint
+
+#: Quick retries: the faults below are injected a known number of times.
+FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, request_timeout=10)
+
+
+@pytest.fixture(params=["moto", "localstack", "azurite"])
+def root(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """``(url, storage_options)`` of a fresh, empty root on each server, through obstore."""
+    if request.param == "azurite":
+        azurite: AzuriteServer = request.getfixturevalue("azurite")
+        container = azurite.create_container()
+        return f"az+obstore://{container}/root-{secrets.token_hex(4)}", azurite.storage_options()
+    endpoint: S3Endpoint = request.getfixturevalue(f"{request.param}_s3")
+    bucket = endpoint.create_bucket()
+    return f"s3+obstore://{bucket}/root-{secrets.token_hex(4)}", endpoint.storage_options()
+
+
+class TestObstoreConformance(StoreConformance):
+    """The store conformance suite, once per server, on a store the probe accepted."""
+
+    @pytest.fixture
+    async def store(self, root: tuple[str, dict[str, Any]]) -> AsyncIterator[ObstoreStore]:
+        url, options = root
+        store = open_store(url, retry=FAST, **options)
+        assert isinstance(store, ObstoreStore)
+        report = await probe_store(store)
+        assert (report.create_if_absent, report.compare_and_swap, report.conditional_delete) == (
+            True,
+            True,
+            False,
+        ), report
+        yield store
+        await store.close()
+
+    @pytest.fixture
+    def store_url(self, root: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+        url, options = root
+        return f"{url}/mp-{secrets.token_hex(4)}", options
+
+
+async def test_fake_gcs_server_is_refused_not_trusted(fake_gcs: GCSServer) -> None:
+    """obstore writes through GCS's XML API (``PUT /bucket/object``), which fake-gcs-server serves
+    only as a signed-URL upload (ignoring preconditions) and otherwise refuses with 400: opening
+    must fail loudly, never trust the store. Reads work, versions are generations."""
+    bucket = fake_gcs.create_bucket()
+    store = open_store(f"gs+obstore://{bucket}/root", retry=FAST, **fake_gcs.storage_options())
+    with pytest.raises(StoreUnavailableError, match="invalid uploadType"):
+        await probe_store(store)
+    generation = await asyncio.to_thread(_upload_through_json_api, fake_gcs, bucket, "root/k", b"hello")
+    assert await store.get("k") == StoredObject(b"hello", generation)
+    # The XML API's listing carries no generation: listed versions are None (the interface allows it).
+    assert [o async for o in store.list("")] == [ListedObject("k", None)]
+
+
+def _upload_through_json_api(server: GCSServer, bucket: str, name: str, data: bytes) -> str:
+    url = f"{server.url}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={name}"
+    with urllib.request.urlopen(urllib.request.Request(url, data, method="POST"), timeout=10) as response:
+        return str(json.load(response)["generation"])
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "message"),
+    [
+        ("s3+obstore://b/p", {"profile": "dev"}, "does not take \\['profile'\\]"),
+        ("s3+obstore://b/p", {"client_kwargs": {"verify": False}}, "client_kwargs"),
+        ("az+obstore://c/p", {"credential": object()}, "does not take"),
+        ("gs+obstore://b/p", {"token": 7}, "token="),
+        ("az+obstore://c/p", {"connection_string": "nonsense"}, "connection string"),
+        ("s3+fast://b/p", {}, "no store for"),
+    ],
+)
+def test_bad_options_get_typed_errors(url: str, options: dict[str, Any], message: str) -> None:
+    with pytest.raises((InvalidArgumentError, UnsupportedStoreError), match=message):
+        open_store(url, **options)
+
+
+async def test_conditional_delete_is_reported_unsupported(moto_s3: S3Endpoint) -> None:
+    store = open_store(f"s3+obstore://{moto_s3.create_bucket()}/r", **moto_s3.storage_options())
+    version = await store.put("k", b"x")
+    assert store.supports_conditional_delete is False
+    with pytest.raises(UnsupportedStoreError):
+        await store.delete_if_version("k", version)
+    assert (await probe_store(store)).conditional_delete is False
+
+
+async def test_list_matches_partial_segments_and_pages(moto_s3: S3Endpoint) -> None:
+    """obstore lists whole path segments only; the adapter keeps the byte-prefix contract, also
+    across LIST pages (1,000 keys each on S3)."""
+    store = open_store(f"s3+obstore://{moto_s3.create_bucket()}/r", **moto_s3.storage_options())
+    keys = [f"d/k{n:04d}" for n in range(1203)]
+    for start in range(0, len(keys), 100):
+        for key in keys[start : start + 100]:
+            await store.put(key, b"x")
+    await store.put("d2/other", b"x")
+    assert [o.key async for o in store.list("d/")] == keys
+    assert [o.key async for o in store.list("d/k11")] == keys[1100:1200]
+    assert [o.key async for o in store.list("d", start_after="d/k1199")] == [*keys[1200:], "d2/other"]
+
+
+@pytest.fixture
+def proxy(moto_s3: S3Endpoint) -> Iterator[FaultProxy]:
+    with FaultProxy(moto_s3.url, seed=20261130) as running:
+        yield running
+
+
+def _through(proxy: FaultProxy, moto_s3: S3Endpoint) -> ObstoreStore:
+    bucket = moto_s3.create_bucket()
+    options = moto_s3.storage_options() | {"endpoint_url": proxy.url}
+    store = open_store(f"s3+obstore://{bucket}/r", retry=FAST, **options)
+    assert isinstance(store, ObstoreStore)
+    return store
+
+
+@pytest.mark.parametrize("fault", ["drop_after", "error_after"])
+async def test_applied_but_unanswered_create_is_ours(
+    proxy: FaultProxy, moto_s3: S3Endpoint, fault: str
+) -> None:
+    """The first PUT lands but its answer is lost; our retry is refused by our own write: the
+    adapter reads the object back and reports the write as ours."""
+    store = _through(proxy, moto_s3)
+    proxy.script = [fault]
+    version = await store.put_if_absent("claim", b"mine")
+    assert version is not None
+    found = await store.get("claim")
+    assert found is not None and (found.data, found.version) == (b"mine", version)
+    methods = [r.method for r in proxy.records]
+    assert methods == ["PUT", "PUT", "GET", "GET"], methods
+
+
+async def test_applied_but_unanswered_cas_is_ours(proxy: FaultProxy, moto_s3: S3Endpoint) -> None:
+    store = _through(proxy, moto_s3)
+    base = await store.put("cas", b"base")
+    proxy.script = ["drop_after"]
+    version = await store.put_if_version("cas", b"next", base)
+    assert version is not None and version != base
+    assert await store.put_if_version("cas", b"late", base) is None
+
+
+@pytest.mark.parametrize("write", ["create", "cas"])
+async def test_a_409_conflict_is_retried_not_taken_for_a_refusal(
+    proxy: FaultProxy, moto_s3: S3Endpoint, write: str
+) -> None:
+    """obstore maps S3's 409 ConditionalRequestConflict to AlreadyExistsError: the object is
+    absent (create) or unchanged (CAS), so the condition was not false and the write is retried."""
+    store = _through(proxy, moto_s3)
+    base = await store.put("k", b"base")
+    proxy.script = ["409"]
+    if write == "create":
+        assert await store.put_if_absent("fresh", b"mine") is not None
+    else:
+        assert await store.put_if_version("k", b"mine", base) is not None
+    assert [r.fault for r in proxy.records].count("409") == 1
+
+
+async def test_refusal_by_a_competitor_is_a_loss(proxy: FaultProxy, moto_s3: S3Endpoint) -> None:
+    store = _through(proxy, moto_s3)
+    assert await store.put_if_absent("claim", b"theirs") is not None
+    assert await store.put_if_absent("claim", b"mine") is None
+    found = await store.get("claim")
+    assert found is not None and found.data == b"theirs"
+
+
+async def test_persistent_failure_is_store_unavailable(proxy: FaultProxy, moto_s3: S3Endpoint) -> None:
+    store = _through(proxy, moto_s3)
+    proxy.script = ["503"] * FAST.attempts
+    with pytest.raises(StoreUnavailableError, match="after 4 attempts") as raised:
+        await store.get("k")
+    assert raised.value.__cause__ is not None
+    assert len(proxy.records) == FAST.attempts
+
+
+async def test_missing_bucket_is_store_unavailable(moto_s3: S3Endpoint) -> None:
+    store = open_store("s3+obstore://no-such-bucket-here/r", retry=FAST, **moto_s3.storage_options())
+    with pytest.raises(StoreUnavailableError, match="not found"):
+        await store.put_if_absent("k", b"x")
