@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[s3,gcs,azure,cli,test]"
+	$(BIN)/pip install -q -e ".[s3,gcs,azure,obstore,cli,test]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -1,6 +1,9 @@
 """The obstore adapter (``s3+obstore://``, ``az+obstore://``, ``gs+obstore://``) on real servers:
-the store conformance suite and the probe on moto_server, LocalStack and Azurite, what happens on
-fake-gcs-server, option mapping, and refused conditional writes after injected faults."""
+the store conformance suite and the probe on moto_server, LocalStack and Azurite, the backend
+conformance suite on moto_server and Azurite, what happens on fake-gcs-server, option mapping, and
+refused conditional writes after injected faults. The races, zombies, crash and request-budget
+tests run through it too (the ``moto-obstore`` store target in ``tests/backends.py``), and so does
+the fault-proxy run of ``tests/test_s3_faults.py``."""
 
 from __future__ import annotations
 
@@ -13,12 +16,14 @@ from typing import Any
 
 import pytest
 
+from objstore_wfp import ManualClock, ObjectStoreBackend
 from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError, UnsupportedStoreError
 from objstore_wfp.stores._retry import RetryPolicy
 from objstore_wfp.stores.base import ListedObject, StoredObject
 from objstore_wfp.stores.obstore import ObstoreStore
 from objstore_wfp.stores.probe import probe_store
 from objstore_wfp.stores.urls import open_store
+from objstore_wfp.testing import BackendConformance
 from objstore_wfp.testing.stores import StoreConformance
 from tests.servers.azure import AzuriteServer
 from tests.servers.faultproxy import FaultProxy
@@ -62,6 +67,31 @@ class TestObstoreConformance(StoreConformance):
     def store_url(self, root: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         url, options = root
         return f"{url}/mp-{secrets.token_hex(4)}", options
+
+
+@pytest.fixture(scope="session", params=["moto", "azurite"])
+def shared_root(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """One bucket (container) per server for the session, through obstore; tests take prefixes."""
+    if request.param == "azurite":
+        azurite: AzuriteServer = request.getfixturevalue("azurite")
+        return f"az+obstore://{azurite.create_container('conf')}", azurite.storage_options()
+    moto: S3Endpoint = request.getfixturevalue("moto_s3")
+    return f"s3+obstore://{moto.create_bucket('conf')}", moto.storage_options()
+
+
+class TestObjectStoreThroughObstore(BackendConformance):
+    """The backend conformance suite through obstore, on moto_server and Azurite (the backend
+    deletes unconditionally: obstore has no conditional delete)."""
+
+    @pytest.fixture
+    async def backend(
+        self, clock: ManualClock, shared_root: tuple[str, dict[str, Any]]
+    ) -> AsyncIterator[ObjectStoreBackend]:
+        url, options = shared_root
+        backend = ObjectStoreBackend.from_url(f"{url}/{secrets.token_hex(8)}", clock=clock, **options)
+        async with backend:
+            yield backend
+        assert isinstance(backend.store, ObstoreStore)
 
 
 async def test_fake_gcs_server_is_refused_not_trusted(fake_gcs: GCSServer) -> None:
