@@ -1,7 +1,8 @@
 """ObjectStoreBackend on S3 under injected faults, through each S3 adapter (s3fs/aiobotocore and
 obstore): worker processes drive workflows to completion through a fault proxy in front of
-moto_server (``tests/servers/faultproxy.py``) that breaks 20% of requests: 500, 503 SlowDown, 409 ConditionalRequestConflict, connections cut before or after the
-request was forwarded, 500 after the request was applied, slow responses.
+moto_server (``tests/servers/faultproxy.py``) that breaks 20% of requests: 500, 503 SlowDown, 409
+ConditionalRequestConflict, connections cut before or after the request was forwarded, 500 after
+the request was applied, slow responses.
 
 What must hold: claims stay mutually exclusive (holdings logged by every worker never overlap on
 one task), no result is lost or recorded twice with different bytes, every operation either
