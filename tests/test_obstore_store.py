@@ -25,7 +25,7 @@ from objstore_wfp.stores.probe import probe_store
 from objstore_wfp.stores.urls import open_store
 from objstore_wfp.testing import BackendConformance
 from objstore_wfp.testing.stores import StoreConformance
-from tests.servers.azure import AzuriteServer
+from tests.servers.azure import ACCOUNT, ACCOUNT_KEY, AzuriteServer
 from tests.servers.faultproxy import FaultProxy
 from tests.servers.gcs import GCSServer
 from tests.servers.s3 import S3Endpoint
@@ -151,6 +151,27 @@ async def test_list_matches_partial_segments_and_pages(moto_s3: S3Endpoint) -> N
     assert [o.key async for o in store.list("d/")] == keys
     assert [o.key async for o in store.list("d/k11")] == keys[1100:1200]
     assert [o.key async for o in store.list("d", start_after="d/k1199")] == [*keys[1200:], "d2/other"]
+
+
+async def test_azure_url_forms_and_connection_string_parts(azurite: AzuriteServer) -> None:
+    container = azurite.create_container()
+    for url in (
+        f"az+obstore://{container}/u",
+        f"abfs+obstore://{container}/u",
+        f"abfss+obstore://{container}/u/",
+    ):
+        store = open_store(url, **azurite.storage_options())
+        assert store.url == f"az+obstore://{container}/u"
+        await store.put("k", url.encode())
+    # The same account through the separate options adlfs takes.
+    split = open_store(
+        f"az+obstore://{container}/u",
+        account_name=ACCOUNT,
+        account_key=ACCOUNT_KEY,
+        account_host=azurite.url,
+    )
+    found = await split.get("k")
+    assert found is not None and found.data.startswith(b"abfs")
 
 
 @pytest.fixture
