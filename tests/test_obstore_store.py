@@ -27,6 +27,7 @@ from objstore_wfp.testing import BackendConformance
 from objstore_wfp.testing.stores import StoreConformance
 from tests.servers.azure import ACCOUNT, ACCOUNT_KEY, AzuriteServer
 from tests.servers.faultproxy import FaultProxy
+from tests.servers.faults import call_every_operation, fault_proxy
 from tests.servers.gcs import GCSServer
 from tests.servers.s3 import S3Endpoint
 
@@ -174,6 +175,36 @@ async def test_azure_url_forms_and_connection_string_parts(azurite: AzuriteServe
     assert found is not None and found.data.startswith(b"abfs")
 
 
+@pytest.mark.parametrize("server", ["moto", "azurite"])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 410, 412, 500])
+async def test_any_answer_gives_a_result_or_a_backend_error(
+    request: pytest.FixtureRequest, server: str, status: int
+) -> None:
+    """Whatever status the server answers, nothing but a BackendError escapes."""
+    if server == "azurite":
+        azurite: AzuriteServer = request.getfixturevalue("azurite")
+        base, url = azurite.url.rsplit("/", 1)[0], f"az+obstore://{azurite.create_container()}/r"
+        options: dict[str, Any] = {"account_name": ACCOUNT, "account_key": ACCOUNT_KEY}
+        endpoint = {"account_host": f"{{proxy}}/{ACCOUNT}"}
+    else:
+        moto: S3Endpoint = request.getfixturevalue("moto_s3")
+        base, url, options = moto.url, f"s3+obstore://{moto.create_bucket()}/r", moto.storage_options()
+        endpoint = {"endpoint_url": "{proxy}"}
+    with fault_proxy(base) as proxy:
+        proxied = {k: v.format(proxy=proxy.url) for k, v in endpoint.items()}
+        store = open_store(url, retry=FAST, **(options | proxied))
+        version = await store.put("k", b"x")
+        for method in ("GET", "PUT", "POST", "DELETE"):
+            proxy.inject(method, "", "reject", status=status, times=1000)
+        await call_every_operation(store, version)
+
+
+async def test_list_of_a_missing_bucket_is_store_unavailable(moto_s3: S3Endpoint) -> None:
+    store = open_store("s3+obstore://no-such-bucket-here/r", retry=FAST, **moto_s3.storage_options())
+    with pytest.raises(StoreUnavailableError, match="404"):
+        [o async for o in store.list("")]
+
+
 @pytest.fixture
 def proxy(moto_s3: S3Endpoint) -> Iterator[FaultProxy]:
     with FaultProxy(moto_s3.url, seed=20261130) as running:
@@ -250,3 +281,18 @@ async def test_missing_bucket_is_store_unavailable(moto_s3: S3Endpoint) -> None:
     store = open_store("s3+obstore://no-such-bucket-here/r", retry=FAST, **moto_s3.storage_options())
     with pytest.raises(StoreUnavailableError, match="not found"):
         await store.put_if_absent("k", b"x")
+
+
+async def test_messages_carry_no_sas_signature(azurite: AzuriteServer) -> None:
+    """obstore redacts the request URL of a SAS-signed request in its messages ("PUT REDACTED")."""
+    store = open_store(
+        f"az+obstore://{azurite.create_container()}/r",
+        retry=FAST,
+        account_name=ACCOUNT,
+        sas_token="sv=2024-08-04&ss=b&srt=co&sp=rwdlac&se=2030-01-01&sig=NOT-A-REAL-SIGNATURE",
+        account_host=azurite.url,
+    )
+    with pytest.raises(StoreUnavailableError) as raised:
+        await store.put_if_absent("k", b"x")
+    assert "NOT-A-REAL-SIGNATURE" not in str(raised.value)
+    assert "NOT-A-REAL-SIGNATURE" not in str(raised.value.__cause__)

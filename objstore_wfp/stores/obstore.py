@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import obstore
 from obstore.exceptions import (
     AlreadyExistsError,
+    BaseError,
     PermissionDeniedError,
     PreconditionError,
     UnauthenticatedError,
@@ -134,7 +135,7 @@ class ObstoreStore(ConditionalStore):
                 retry_config={"max_retries": 0},
                 **config,
             )
-        except (ValueError, obstore.exceptions.BaseError) as exc:
+        except (ValueError, TypeError, BaseError) as exc:
             raise InvalidArgumentError(f"cannot open {self.url}: {exc}") from exc
 
     @property
@@ -212,7 +213,12 @@ class ObstoreStore(ConditionalStore):
                 found = await self._get_once(key)
                 if found is not None and found.data == data:
                     return found.version
-                if (found is None) if expected is None else (found is not None and found.version == expected):
+                # A create refused while nothing exists, or a CAS refused while the object is
+                # still at the expected version: a conflict, not "condition false".
+                conflict = (
+                    found is None if expected is None else found is not None and found.version == expected
+                )
+                if conflict:
                     raise TransientError(exc) from exc
                 return None
 
@@ -271,8 +277,13 @@ class ObstoreStore(ConditionalStore):
                 stream = obstore.list(self._store, directory or None, offset=last, chunk_size=1000)
             try:
                 return list(await self._call(what, lambda: anext(stream, [])))
-            except Exception:
-                stream = None  # resume after the last key yielded
+            except FileNotFoundError as exc:
+                raise StoreUnavailableError(f"{what}: bucket {self._bucket!r} not found") from exc
+            except (AlreadyExistsError, PreconditionError) as exc:  # a 409 on a LIST
+                stream = None
+                raise TransientError(exc) from exc
+            except TransientError:
+                stream = None  # start again after the last key seen
                 raise
 
         while True:
