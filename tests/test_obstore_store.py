@@ -260,6 +260,14 @@ async def test_a_409_conflict_is_retried_not_taken_for_a_refusal(
     assert [r.fault for r in proxy.records].count("409") == 1
 
 
+async def test_s3_request_timeout_400_is_retried(proxy: FaultProxy, moto_s3: S3Endpoint) -> None:
+    """S3 answers a slow upload with 400 RequestTimeout: retried, unlike other 400s."""
+    store = _through(proxy, moto_s3)
+    proxy.script = ["400"]
+    assert await store.put_if_absent("k", b"x") is not None
+    assert [r.fault for r in proxy.records] == ["400", None]
+
+
 async def test_refusal_by_a_competitor_is_a_loss(proxy: FaultProxy, moto_s3: S3Endpoint) -> None:
     store = _through(proxy, moto_s3)
     assert await store.put_if_absent("claim", b"theirs") is not None

@@ -25,6 +25,27 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+#: S3 error codes worth another attempt whatever their HTTP status (``RequestTimeout`` and the
+#: throttling codes come with 400 or 429, ``ConditionalRequestConflict`` with 409).
+S3_RETRYABLE_CODES = frozenset(
+    {
+        "ConditionalRequestConflict",
+        "OperationAborted",
+        "SlowDown",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+    }
+)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how patiently a store adapter retries transient failures.

@@ -17,9 +17,10 @@ out of sight meets its own earlier write and reports it as a competitor's, and i
 would stack on ours. Retries are the shared policy of :mod:`objstore_wfp.stores._retry`
 (``retry=RetryPolicy(...)``: attempts, full-jitter backoff, a per-request timeout), so a call takes
 at most about ``attempts * request_timeout + (attempts - 1) * max_delay`` seconds, then raises
-:class:`~objstore_wfp.errors.StoreUnavailableError`. Retried: HTTP 408, 409, 429 and 5xx, timeouts
-and connection failures. obstore reports HTTP statuses only inside its messages; the status is read
-from there, and an error without one is a transport failure (retried).
+:class:`~objstore_wfp.errors.StoreUnavailableError`. Retried: HTTP 408, 409, 429 and 5xx, S3's
+retryable error codes whatever their status (``RequestTimeout`` comes as 400), timeouts and
+connection failures. obstore reports HTTP statuses and bodies only inside its messages; they are
+read from there, and an error without a status is a transport failure (retried).
 
 Refused conditional writes. Every refusal is checked by one GET, as the other cloud adapters do
 after an ambiguous attempt, and decided on what the store holds, not on the refusal's status code
@@ -58,7 +59,7 @@ from obstore.exceptions import (
 from obstore.store import AzureStore, GCSStore, S3Store
 
 from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError, UnsupportedStoreError
-from objstore_wfp.stores._retry import RetryPolicy, TransientError, with_retries
+from objstore_wfp.stores._retry import S3_RETRYABLE_CODES, RetryPolicy, TransientError, with_retries
 from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ Cloud = Literal["s3", "gcs", "azure"]
 #: HTTP statuses worth another attempt: timeouts, S3's ConditionalRequestConflict, throttling, 5xx.
 _TRANSIENT = frozenset({408, 409, 429, 500, 502, 503, 504})
 _STATUS = re.compile(r"status code: (\d{3})")
+#: The error code in an S3 error body (S3 sends RequestTimeout and some throttling as 400).
+_S3_CODE = re.compile(r"<Code>(\w+)</Code>")
 _SCHEMES = {"s3": "s3+obstore", "gcs": "gs+obstore", "azure": "az+obstore"}
 
 #: The storage options each cloud accepts, named as s3fs, gcsfs and adlfs name them.
@@ -159,8 +162,14 @@ class ObstoreStore(ConditionalStore):
         except ValueError as exc:
             raise InvalidArgumentError(f"{what}: {_first_line(exc)}") from exc
         except Exception as exc:
-            match = _STATUS.search(str(exc))
-            if match is None or int(match.group(1)) in _TRANSIENT:
+            text = str(exc)
+            status = _STATUS.search(text)
+            code = _S3_CODE.search(text)
+            if (
+                status is None
+                or int(status.group(1)) in _TRANSIENT
+                or (code is not None and code.group(1) in S3_RETRYABLE_CODES)
+            ):
                 raise TransientError(exc) from exc
             raise StoreUnavailableError(f"{what}: {_first_line(exc)}") from exc
 
