@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from benchmarks import e2e, floor, ops, scaling
+from benchmarks import client_cpu, e2e, floor, ops, scaling
 from benchmarks.common import Report, machine
 from benchmarks.moto import Moto, moto_server
 
@@ -31,7 +31,7 @@ def _maybe_moto(wanted: bool) -> Iterator[Moto | None]:
 
 async def run(figures: set[str], *, quick: bool, use_moto: bool, moto_10k: bool) -> Report:
     report = Report()
-    with _maybe_moto(use_moto and bool(figures & {"2", "3", "4", "7"})) as moto:
+    with _maybe_moto(use_moto and bool(figures & {"2", "3", "4", "6", "7"})) as moto:
         if "1" in figures:
             print("1. local disk operations vs the raw floor", flush=True)
             await ops.local_ops(report, n=30 if quick else 100, reps=3 if quick else 5)
@@ -57,6 +57,14 @@ async def run(figures: set[str], *, quick: bool, use_moto: bool, moto_10k: bool)
         if "5" in figures:
             print("5. worker memory", flush=True)
             await e2e.memory(report, tasks=1_000 if quick else 10_000, baseline_tasks=100, concurrency=16)
+        if "6" in figures and moto is not None:
+            print(
+                "6. client CPU per request and per task: s3fs/aiobotocore vs obstore (moto_server)",
+                flush=True,
+            )
+            await client_cpu.client_cpu(
+                report, moto, n=40 if quick else 200, instances=4 if quick else 20, reps=3
+            )
         if "7" in figures:
             print("7. requests per task", flush=True)
             await floor.floor_report(report, moto, instances=20 if quick else 60)
@@ -66,7 +74,7 @@ async def run(figures: set[str], *, quick: bool, use_moto: bool, moto_10k: bool)
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not figures")
-    parser.add_argument("--only", default="1,2,3,4,5,7", help="comma-separated figures to run")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated figures to run")
     parser.add_argument("--no-moto", action="store_true", help="skip the S3 (moto_server) figures")
     parser.add_argument("--moto-10k", action="store_true", help="figure 3 on moto up to 10,000 idle too")
     args = parser.parse_args()

@@ -129,11 +129,13 @@ TOO_SLOW_ON_S3 = {
 }
 
 
-def _s3_target(request: pytest.FixtureRequest, name: str, endpoint: S3Endpoint, bucket: str) -> StoreTarget:
+def _s3_target(
+    request: pytest.FixtureRequest, name: str, endpoint: S3Endpoint, bucket: str, scheme: str = "s3"
+) -> StoreTarget:
     reason = TOO_SLOW_ON_S3.get(getattr(request.node, "originalname", ""))
     if reason:
         pytest.skip(f"too slow on S3: {reason}")
-    return StoreTarget(name, f"s3://{bucket}/{secrets.token_hex(8)}", endpoint.storage_options())
+    return StoreTarget(name, f"{scheme}://{bucket}/{secrets.token_hex(8)}", endpoint.storage_options())
 
 
 @pytest.fixture
@@ -142,6 +144,14 @@ def moto_store_target(
 ) -> StoreTarget:
     """A fresh prefix in one session bucket on moto_server."""
     return _s3_target(request, "moto", moto_s3, moto_hard_bucket)
+
+
+@pytest.fixture
+def moto_obstore_store_target(
+    request: pytest.FixtureRequest, moto_s3: S3Endpoint, moto_hard_bucket: str
+) -> StoreTarget:
+    """A fresh prefix in the moto_server session bucket, through the obstore adapter."""
+    return _s3_target(request, "moto-obstore", moto_s3, moto_hard_bucket, scheme="s3+obstore")
 
 
 @pytest.fixture
@@ -157,6 +167,7 @@ STORE_TARGETS: list[Any] = [
     pytest.param("local_store_target", id="local"),
     pytest.param("moto_store_target", id="moto", marks=pytest.mark.slow),
     pytest.param("localstack_store_target", id="localstack", marks=pytest.mark.slow),
+    pytest.param("moto_obstore_store_target", id="moto-obstore", marks=pytest.mark.slow),
 ]
 
 
@@ -175,6 +186,7 @@ __all__ = [
     "localstack_store_target",
     "memory_store_target",
     "moto_hard_bucket",
+    "moto_obstore_store_target",
     "moto_store_target",
     "store_target",
 ]

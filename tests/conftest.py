@@ -4,6 +4,7 @@ from tests.backends import (
     localstack_hard_bucket,
     localstack_store_target,
     moto_hard_bucket,
+    moto_obstore_store_target,
     moto_store_target,
 )
 from tests.servers.azure import azure_container, azure_store_target, azure_target_container, azurite
@@ -24,6 +25,7 @@ __all__ = [
     "localstack_s3",
     "localstack_store_target",
     "moto_hard_bucket",
+    "moto_obstore_store_target",
     "moto_s3",
     "moto_store_target",
     "s3_bucket",

@@ -1,7 +1,8 @@
-"""ObjectStoreBackend on S3 under injected faults: worker processes drive workflows to completion
-through a fault proxy in front of moto_server (``tests/servers/faultproxy.py``) that breaks 20% of
-requests: 500, 503 SlowDown, 409 ConditionalRequestConflict, connections cut before or after the
-request was forwarded, 500 after the request was applied, slow responses.
+"""ObjectStoreBackend on S3 under injected faults, through each S3 adapter (s3fs/aiobotocore and
+obstore): worker processes drive workflows to completion through a fault proxy in front of
+moto_server (``tests/servers/faultproxy.py``) that breaks 20% of requests: 500, 503 SlowDown, 409
+ConditionalRequestConflict, connections cut before or after the request was forwarded, 500 after
+the request was applied, slow responses.
 
 What must hold: claims stay mutually exclusive (holdings logged by every worker never overlap on
 one task), no result is lost or recorded twice with different bytes, every operation either
@@ -39,6 +40,7 @@ from objstore_wfp import (
     StoreUnavailableError,
     WorkflowSnapshot,
 )
+from objstore_wfp.stores._retry import RetryPolicy
 from tests.servers.s3 import FaultyS3
 
 T = TypeVar("T")
@@ -52,9 +54,16 @@ TTL = timedelta(seconds=2)
 STALL_RATE = 0.1
 FAULT_RATE = 0.2
 RUN_SECONDS = 50.0
-#: Per-request bounds for the workers' stores: faults resolve fast, and a call that keeps failing
-#: ends as StoreUnavailableError, which the workers then retry themselves.
-STORE_OPTIONS = {"retry_budget": 0.25, "attempt_timeout": 2.0}
+#: Per adapter, the URL scheme and per-request bounds for the workers' stores: faults resolve
+#: fast, and a call that keeps failing ends as StoreUnavailableError, which the workers then retry
+#: themselves.
+ADAPTERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "s3fs": ("s3", {"retry_budget": 0.25, "attempt_timeout": 2.0}),
+    "obstore": (
+        "s3+obstore",
+        {"retry": RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.25, request_timeout=2.0)},
+    ),
+}
 
 
 def _output(instance: str, task: str, worker: str, token: int) -> bytes:
@@ -188,10 +197,12 @@ async def _all_completed(backend: ObjectStoreBackend) -> bool:
 
 
 @pytest.mark.slow
-async def test_workers_under_twenty_percent_faults(faulty_s3: FaultyS3, tmp_path: Path) -> None:
-    url = f"s3://{faulty_s3.bucket}/faults"
+@pytest.mark.parametrize("adapter", ADAPTERS)
+async def test_workers_under_twenty_percent_faults(faulty_s3: FaultyS3, tmp_path: Path, adapter: str) -> None:
+    scheme, store_options = ADAPTERS[adapter]
+    url = f"{scheme}://{faulty_s3.bucket}/faults"
     direct = faulty_s3.endpoint.storage_options() | {"endpoint_url": faulty_s3.proxy.upstream}
-    async with ObjectStoreBackend.from_url(url, **direct) as clean:
+    async with ObjectStoreBackend.from_url(f"s3://{faulty_s3.bucket}/faults", **direct) as clean:
         for n in range(INSTANCES):
             snap = WorkflowSnapshot(f"order/{n}", "flow", initial_input=b"go")
             snap.update_position(AtTask(TASKS[0]))
@@ -201,7 +212,7 @@ async def test_workers_under_twenty_percent_faults(faulty_s3: FaultyS3, tmp_path
         context = multiprocessing.get_context("spawn")
         stop = context.Event()
         outs = [str(tmp_path / f"process-{n}.json") for n in range(PROCESSES)]
-        options = faulty_s3.endpoint.storage_options() | STORE_OPTIONS
+        options = faulty_s3.endpoint.storage_options() | store_options
         processes = [
             context.Process(
                 target=_process_main, args=({"name": f"p{n}", "url": url, "options": options}, stop, out)

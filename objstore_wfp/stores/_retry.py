@@ -13,13 +13,37 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
-
-import aiohttp
+from typing import TYPE_CHECKING, TypeVar
 
 from objstore_wfp.errors import StoreUnavailableError
 
+if TYPE_CHECKING:
+    # Only a type here: importing aiohttp costs ~0.12 s of CPU, which the obstore adapter (chosen
+    # for short-lived serverless workers) would otherwise pay at every cold start.
+    import aiohttp
+
 T = TypeVar("T")
+
+
+#: S3 error codes worth another attempt whatever their HTTP status (``RequestTimeout`` and the
+#: throttling codes come with 400 or 429, ``ConditionalRequestConflict`` with 409).
+S3_RETRYABLE_CODES = frozenset(
+    {
+        "ConditionalRequestConflict",
+        "OperationAborted",
+        "SlowDown",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -67,29 +67,13 @@ import s3fs
 
 from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError, UnsupportedStoreError
 from objstore_wfp.stores._perloop import PerLoop
+from objstore_wfp.stores._retry import S3_RETRYABLE_CODES
 from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject
 from objstore_wfp.stores.probe import check_botocore_conditions
 
 T = TypeVar("T")
 
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-_RETRYABLE_CODES = frozenset(
-    {
-        "ConditionalRequestConflict",
-        "OperationAborted",
-        "SlowDown",
-        "InternalError",
-        "ServiceUnavailable",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-    }
-)
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     botocore.exceptions.HTTPClientError,
     botocore.exceptions.ConnectionError,
@@ -140,7 +124,7 @@ def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, botocore.exceptions.ClientError):
         if _error_code(exc) == "NoSuchBucket":
             return False
-        return _status(exc) in _RETRYABLE_STATUS or _error_code(exc) in _RETRYABLE_CODES
+        return _status(exc) in _RETRYABLE_STATUS or _error_code(exc) in S3_RETRYABLE_CODES
     return isinstance(exc, _TRANSPORT_ERRORS)
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from objstore_wfp.errors import InvalidArgumentError, UnsupportedStoreError
 from objstore_wfp.stores.base import ConditionalStore
 
-_CLOUD_SCHEMES = {
+_CLOUD_SCHEMES: dict[str, Literal["s3", "gcs", "azure"]] = {
     "s3": "s3",
     "s3a": "s3",
     "gs": "gcs",
@@ -46,12 +46,19 @@ def split_store_url(url: str) -> tuple[str, str]:
             raise InvalidArgumentError(f"{url!r} is not a URL: write {head}://... (two slashes)")
         return "file", url
     scheme = scheme.lower()
+    cloud, plus, client = scheme.partition("+")
+    if plus and (client != "obstore" or cloud not in _CLOUD_SCHEMES):
+        raise UnsupportedStoreError(
+            f"no store for {scheme}:// (the obstore adapter takes s3+obstore://, gs+obstore:// "
+            "or az+obstore://)"
+        )
     if scheme in _LOCAL_SCHEMES and not rest:
         raise InvalidArgumentError(f"{url!r} names no folder: write {scheme}:///absolute/path")
-    kind = _CLOUD_SCHEMES.get(scheme)
+    kind = _CLOUD_SCHEMES.get(cloud)
     if kind is None and scheme not in (*_LOCAL_SCHEMES, "memory"):
         raise UnsupportedStoreError(
-            f"no store for {scheme}:// (use a path, file://, memory://, s3://, gs:// or az://)"
+            f"no store for {scheme}:// (use a path, file://, memory://, s3://, gs:// or az://, "
+            "or a cloud scheme with +obstore)"
         )
     if kind is not None and not rest.partition("/")[0]:
         container = "container" if kind == "azure" else "bucket"
@@ -63,18 +70,21 @@ def split_store_url(url: str) -> tuple[str, str]:
 
 def open_store(url: str, **storage_options: Any) -> ConditionalStore:
     """The store a URL names: a plain path or ``file://`` (local disk), ``memory://``,
-    ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``az://container/prefix``.
+    ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``az://container/prefix``. A cloud scheme
+    with ``+obstore`` (``s3+obstore://``, ``gs+obstore://``, ``az+obstore://``) selects the
+    obstore adapter (:mod:`objstore_wfp.stores.obstore`, the ``obstore`` extra) for the same store.
 
-    Storage options go to the cloud filesystem (s3fs, gcsfs, adlfs) unchanged; local disk and
-    memory take none. Errors: those of :func:`split_store_url`; :class:`InvalidArgumentError`
-    for storage options given to a local or memory store; :class:`UnsupportedStoreError` when
-    the cloud store's extra is not installed.
+    Storage options go to the cloud filesystem (s3fs, gcsfs, adlfs) unchanged, or are mapped to
+    obstore's by their fsspec names; local disk and memory take none. Errors: those of
+    :func:`split_store_url`; :class:`InvalidArgumentError` for storage options given to a local
+    or memory store; :class:`UnsupportedStoreError` when the store's extra is not installed.
 
     >>> open_store("memory://doctest").url
     'memory://doctest'
     """
     scheme, rest = split_store_url(url)
-    kind = _CLOUD_SCHEMES.get(scheme)
+    cloud, _, client = scheme.partition("+")
+    kind = _CLOUD_SCHEMES.get(cloud)
     if kind is None:
         if storage_options:
             raise InvalidArgumentError(
@@ -88,6 +98,10 @@ def open_store(url: str, **storage_options: Any) -> ConditionalStore:
 
         return LocalStore(rest)
     try:
+        if client:
+            from objstore_wfp.stores.obstore import ObstoreStore
+
+            return ObstoreStore(kind, rest, **storage_options)
         if kind == "s3":
             from objstore_wfp.stores.s3 import S3Store
 
@@ -100,8 +114,9 @@ def open_store(url: str, **storage_options: Any) -> ConditionalStore:
 
         return AzureBlobStore(rest, **storage_options)
     except ImportError as exc:
+        extra = client or kind
         raise UnsupportedStoreError(
-            f"{scheme}:// needs the '{kind}' extra: pip install 'objstore-wfp[{kind}]' ({exc})"
+            f"{scheme}:// needs the '{extra}' extra: pip install 'objstore-wfp[{extra}]' ({exc})"
         ) from exc
 
 

@@ -7,6 +7,8 @@ and, for a chosen fraction of requests (``rate``), injects one fault drawn from 
 - ``"503"``: 503 SlowDown, request not forwarded;
 - ``"409"``: 409 ConditionalRequestConflict, request not forwarded (conditional requests only,
   as S3 sends it only for those; others draw another fault);
+- ``"400"``: 400 RequestTimeout (S3's answer to a client that sent its body too slowly), request
+  not forwarded; only by ``script``, never drawn;
 - ``"drop_before"``: the connection is cut before the request is forwarded;
 - ``"drop_after"``: the request IS forwarded and applied, then the connection is cut before the
   response (the client cannot know its write happened);
@@ -51,6 +53,11 @@ _HOP_BY_HOP = {
 _ERROR_BODIES = {
     500: ("Internal Server Error", "InternalError", "We encountered an internal error. Please try again."),
     503: ("Slow Down", "SlowDown", "Please reduce your request rate."),
+    400: (
+        "Bad Request",
+        "RequestTimeout",
+        "Your socket connection to the server was not read from or written to within the timeout period.",
+    ),
     409: (
         "Conflict",
         "ConditionalRequestConflict",
@@ -192,7 +199,7 @@ class FaultProxy:
         fault = self._draw(bool(conditions))
         self.records.append(Record(method, path, query, conditions, fault))
 
-        if fault in ("500", "503", "409"):
+        if fault in ("500", "503", "409", "400"):
             await _send_error(writer, int(fault or 0), path)
             return True
         if fault == "drop_before":

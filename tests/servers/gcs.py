@@ -103,6 +103,8 @@ def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSServer]:
                 str(binary),
                 *("-backend", "memory", "-scheme", "http", "-host", "127.0.0.1", "-port", str(port)),
                 *("-external-url", url, "-log-level", "warn"),
+                # Serve the XML API's object paths (GET /bucket/object) on this address too.
+                *("-public-host", "127.0.0.1"),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
