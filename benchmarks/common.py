@@ -7,15 +7,17 @@ machine hits both sides of a ratio alike.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 #: S3 Standard list prices (USD per request): PUT/COPY/POST/LIST, and GET. DELETE is free.
 PRICE_WRITE = 0.005 / 1000
@@ -73,6 +75,21 @@ class Report:
         out = [fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
         out += [fmt(line) for line in lines]
         return "\n".join(out)
+
+
+@contextlib.contextmanager
+def running(procs: list[Any]) -> Iterator[None]:
+    """Start ``multiprocessing`` processes; at exit kill and reap every one still alive, so that a
+    failed or timed-out run leaves no worker behind."""
+    try:
+        for p in procs:
+            p.start()
+        yield
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
 
 
 def median(values: list[float]) -> float:

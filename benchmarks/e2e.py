@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import bulk
-from benchmarks.common import Report, Row, dollars, median, spread
+from benchmarks.common import Report, Row, dollars, median, running, spread
 from benchmarks.moto import Moto, count_http
 from objstore_wfp.backends.objectstore import ObjectStoreBackend
 from objstore_wfp.runtime import Client, Flow, Worker
@@ -136,9 +136,7 @@ def _run_workers(job: _Job, processes: int, timeout: float = 300) -> tuple[float
         ctx.Process(target=_worker_process, args=(job, done, finished, ready, go, results), daemon=True)
         for _ in range(processes)
     ]
-    for p in procs:
-        p.start()
-    try:
+    with running(procs):
         for _ in procs:
             if not ready.acquire(timeout=60):
                 raise RuntimeError("a worker process did not start")
@@ -147,11 +145,6 @@ def _run_workers(job: _Job, processes: int, timeout: float = 300) -> tuple[float
         reports = [results.get(timeout=timeout) for _ in procs]
         for p in procs:
             p.join(timeout=30)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
     return max(r["ended"] for r in reports) - started, reports
 
 

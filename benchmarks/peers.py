@@ -53,7 +53,7 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import PRICE_WRITE, Report, Row, machine
+from benchmarks.common import PRICE_WRITE, Report, Row, machine, running
 from benchmarks.moto import Moto, count_http, moto_server
 from benchmarks.postgres import Postgres, postgres_server
 from objstore_wfp.backends.objectstore import ObjectStoreBackend
@@ -308,27 +308,22 @@ def _run_workers(job: _Job, workers: int, server_pid: int | None, wrapper: Path 
     )
     procs = [ctx.Process(target=_worker_process, args=(job, shared), daemon=True) for _ in range(workers)]
     try:
-        for p in procs:
-            p.start()
-        for _ in procs:
-            if not shared.ready.acquire(timeout=RUN_TIMEOUT):
-                raise RuntimeError(f"{job.system}: a worker process did not start")
-        server_cpu = _tree_cpu(server_pid) if server_pid else 0.0
-        started = time.perf_counter()
-        shared.go.set()
-        if not shared.finished.wait(RUN_TIMEOUT):
-            done = shared.final_runs.value
-            raise RuntimeError(f"{job.system}: {done} of {job.instances} instances finished")
-        seconds = time.perf_counter() - started
-        server = _tree_cpu(server_pid) - server_cpu if server_pid else None
-        reports = [shared.results.get(timeout=RUN_TIMEOUT) for _ in procs]
-        for p in procs:
-            p.join(timeout=60)
+        with running(procs):
+            for _ in procs:
+                if not shared.ready.acquire(timeout=RUN_TIMEOUT):
+                    raise RuntimeError(f"{job.system}: a worker process did not start")
+            server_cpu = _tree_cpu(server_pid) if server_pid else 0.0
+            started = time.perf_counter()
+            shared.go.set()
+            if not shared.finished.wait(RUN_TIMEOUT):
+                done = shared.final_runs.value
+                raise RuntimeError(f"{job.system}: {done} of {job.instances} instances finished")
+            seconds = time.perf_counter() - started
+            server = _tree_cpu(server_pid) - server_cpu if server_pid else None
+            reports = [shared.results.get(timeout=RUN_TIMEOUT) for _ in procs]
+            for p in procs:
+                p.join(timeout=60)
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
         if wrapper is not None:
             ctx.set_executable(sys.executable)
     executions: Counter[tuple[str, str]] = Counter()
