@@ -259,3 +259,32 @@ async def test_find_costs_the_same_with_1000_idle_instances_as_with_100(store_ta
     small = await _find_costs(store_target.child("small"), 100)
     large = await _find_costs(store_target.child("large"), 1_000)
     _check_find_costs(small, large)
+
+
+@pytest.mark.parametrize("ending", ["save_task_result and release", "takeover, then result"])
+async def test_an_idle_poll_is_lists_only(store_target: StoreTarget, ending: str) -> None:
+    # Issue 11: an idle poll is LISTs only. Every task here was claimed and finished; no entry
+    # a claim placed may outlive its task, or every poll after its lease's expiry reads the
+    # snapshot for it (until STALE_GRACE after that expiry, when a poll deletes it).
+    clock = ManualClock()
+    b, c = await _open(store_target, clock=clock)
+    ttl = timedelta(seconds=30)
+    for n in range(3):
+        snap = WorkflowSnapshot(f"idle/{n}", "flow", initial_input=b"in")
+        snap.update_position(AtTask("t"))
+        await b.save_snapshot(snap)
+        claim = await b.claim_task(snap.instance_id, "t", "w", ttl)
+        assert claim is not None
+        if ending == "takeover, then result":
+            clock.advance(ttl + timedelta(seconds=1))
+            claim = await b.claim_task(snap.instance_id, "t", "w2", ttl)
+            assert claim is not None and claim.token == 2
+        await b.save_task_result(snap.instance_id, "t", b"out", claim=claim)
+        await b.release_task_claim(snap.instance_id, "t", claim.worker_id)
+    clock.advance(2 * ttl)  # every lease has run out
+    cost = await _cost(c, f"find, all idle ({ending})", lambda: b.find_available_tasks("w", 10))
+    entries = [o.key async for o in b.store.list(layout.READY)]
+    await b.close()
+    print(f"\n{store_target.name}: {cost}, entries left: {entries}")
+    assert cost == {"list": 1}
+    assert entries == []
