@@ -20,7 +20,7 @@ import asyncio
 import os
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,14 @@ class StoreTarget:
     def backend(self, **kwargs: Any) -> ObjectStoreBackend:
         """A backend on this root; ``kwargs`` (``clock=``, ``inline_limit=``...) go to ``from_url``."""
         return ObjectStoreBackend.from_url(self.url, **self.options, **kwargs)
+
+    def backend_through(
+        self, wrap: Callable[[ConditionalStore], ConditionalStore], **kwargs: Any
+    ) -> ObjectStoreBackend:
+        """A backend whose every request goes through ``wrap(<the raw store>)`` (a counting,
+        hooking or dying store). The backend's parts keep the store they were built with, so a
+        wrapper must be in place at construction: assigning ``backend.store`` later misses them."""
+        return ObjectStoreBackend(wrap(self.store()), **kwargs)
 
     def store(self) -> ConditionalStore:
         """The raw store under the root, for planting and inspecting objects."""

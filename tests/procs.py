@@ -26,6 +26,7 @@ from typing import Any
 from objstore_wfp import AtFork, AtTask, ObjectStoreBackend, TaskClaim, WorkflowSnapshot
 from objstore_wfp.errors import ClaimLostError, ConflictError, NotFoundError
 from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject
+from objstore_wfp.stores.urls import open_store
 
 #: Upper bound for one child's whole run; a child still alive after it is killed and fails the test.
 CHILD_TIMEOUT = 90.0
@@ -570,6 +571,17 @@ async def crash_setup(backend: ObjectStoreBackend) -> None:
     claimed.update_position(AtTask("k1"))
     await backend.save_snapshot(claimed)
     await backend.claim_task("crash/claimed", "k1", "setup", timedelta(hours=1))
+    chain = WorkflowSnapshot("crash/chain", "flow", initial_input=b"ch-in")
+    chain.update_position(AtTask("s1"))
+    await backend.save_snapshot(chain)
+
+
+def _to(task: str) -> Callable[[WorkflowSnapshot], bool]:
+    def advance(snapshot: WorkflowSnapshot) -> bool:
+        snapshot.update_position(AtTask(task))
+        return True
+
+    return advance
 
 
 async def crash_workload(backend: ObjectStoreBackend) -> None:
@@ -604,6 +616,19 @@ async def crash_workload(backend: ObjectStoreBackend) -> None:
     new = await backend.load_snapshot("crash/new")
     new.mark_completed(_BIG + b"final")
     await backend.save_snapshot(new)
+    # A runtime worker's chain: record and advance in one write, reserving the next step, which
+    # it then claims directly; it never releases (finished tasks' claims lapse).
+    created = WorkflowSnapshot("crash/created", "flow", initial_input=b"cr-in")
+    created.update_position(AtTask("c"))
+    await backend.create_snapshot(created)
+    step = await backend.claim_task("crash/chain", "s1", "w", hour)
+    assert step is not None
+    _, reserved = await backend.record_and_advance(step, _BIG + b"s1", _to("s2"), reserve=hour)
+    assert reserved == "s2"
+    step = await backend.claim_task("crash/chain", "s2", "w", hour)
+    assert step is not None
+    await backend.record_and_advance(step, b"s2 out", _to("s3"))
+    await backend.repair(grace=timedelta(0))
 
 
 def crash_worker(
@@ -617,11 +642,10 @@ def crash_worker(
 
     async def main() -> None:
         # The parent probes the store once; a probe per child would only slow the kills down.
-        backend = ObjectStoreBackend.from_url(
-            url, inline_limit=CRASH_INLINE_LIMIT, verify_conditional_writes=False, **options
-        )
+        store = open_store(url, **options)
         if level == "store":
-            backend.store = DyingStore(backend.store, killer, when)
+            store = DyingStore(store, killer, when)
+        backend = ObjectStoreBackend(store, inline_limit=CRASH_INLINE_LIMIT, verify_conditional_writes=False)
         killer.armed = True
         await crash_workload(backend)
         killer.armed = False

@@ -4,6 +4,12 @@ None of its writes may overwrite what the new holder wrote: results, claims, sna
 single-process tests share one ``ManualClock`` between the zombie's and the new holder's
 backends and step the takeover in between the zombie's own store requests, at every point where
 it matters; the last test does the same with two real processes and real short TTLs.
+
+Layout 2 fences inside the snapshot's compare-and-swap: a takeover publishes its token into the
+snapshot before it is returned, so a zombie's write is refused wherever it stalled, even after
+every check of its own had passed. A backend that granted a claim (or last wrote a snapshot)
+remembers it and skips the read: its first request is then the conditional write itself, and
+the hooks step the takeover in right before that write.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -30,6 +37,7 @@ TASK = "work"
 TTL = timedelta(seconds=10)
 
 Hook = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 
 class HookStore(ConditionalStore):
@@ -40,6 +48,8 @@ class HookStore(ConditionalStore):
         self.supports_conditional_delete = inner.supports_conditional_delete
         self._pending: list[tuple[str, str, Hook]] = []
         self.fired = 0
+        #: Every request as (operation, key), in order: tests check where a hook could fire.
+        self.requests: list[tuple[str, str]] = []
 
     def after(self, op: str, key: str, hook: Hook) -> None:
         self._pending.append((f"after {op}", key, hook))
@@ -59,28 +69,33 @@ class HookStore(ConditionalStore):
     def url(self) -> str:
         return self.inner.url
 
+    async def _around(self, op: str, key: str, call: Awaitable[T]) -> T:
+        self.requests.append((op, key))
+        await self._fire(f"before {op}", key)
+        result = await call
+        await self._fire(f"after {op}", key)
+        return result
+
     async def get(self, key: str) -> StoredObject | None:
-        await self._fire("before get", key)
-        found = await self.inner.get(key)
-        await self._fire("after get", key)
-        return found
+        return await self._around("get", key, self.inner.get(key))
 
     async def put(self, key: str, data: bytes) -> str:
-        return await self.inner.put(key, data)
+        return await self._around("put", key, self.inner.put(key, data))
 
     async def put_if_absent(self, key: str, data: bytes) -> str | None:
-        return await self.inner.put_if_absent(key, data)
+        return await self._around("put_if_absent", key, self.inner.put_if_absent(key, data))
 
     async def put_if_version(self, key: str, data: bytes, version: str) -> str | None:
-        return await self.inner.put_if_version(key, data, version)
+        return await self._around("put_if_version", key, self.inner.put_if_version(key, data, version))
 
     async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
+        await self._around("delete", key, self.inner.delete(key))
 
     async def delete_if_version(self, key: str, version: str) -> bool:
-        return await self.inner.delete_if_version(key, version)
+        return await self._around("delete_if_version", key, self.inner.delete_if_version(key, version))
 
     async def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ListedObject]:
+        self.requests.append(("list", prefix))
         await self._fire("before list", prefix)
         async for item in self.inner.list(prefix, start_after=start_after):
             yield item
@@ -97,10 +112,11 @@ class Scene:
     """A zombie and a new holder on one root, sharing one manual clock."""
 
     def __init__(self, target: StoreTarget) -> None:
+        self.target = target
         self.clock = ManualClock()
-        self.zombie_backend = target.backend(clock=self.clock)
-        self.hooks = HookStore(self.zombie_backend.store)
-        self.zombie_backend.store = self.hooks
+        self.zombie_backend = target.backend_through(HookStore, clock=self.clock)
+        assert isinstance(self.zombie_backend.store, HookStore)
+        self.hooks = self.zombie_backend.store
         self.holder_backend = target.backend(clock=self.clock)
         self.zombie_claim: TaskClaim | None = None
         self.holder_claim: TaskClaim | None = None
@@ -121,6 +137,14 @@ class Scene:
             await self.holder_backend.save_task_result(
                 INSTANCE, TASK, b"holder output", claim=self.holder_claim
             )
+
+    async def forgetful_zombie(self) -> None:
+        """Replace the zombie's backend by a new one (a restarted process that still has its
+        claim): it remembers no claim and no snapshot, so it reads both before it writes."""
+        await self.zombie_backend.close()
+        self.zombie_backend = self.target.backend_through(HookStore, clock=self.clock)
+        assert isinstance(self.zombie_backend.store, HookStore)
+        self.hooks = self.zombie_backend.store
 
     async def close(self) -> None:
         await self.zombie_backend.close()
@@ -181,6 +205,7 @@ async def test_every_write_of_a_taken_over_worker_fails(scene: Scene) -> None:
 async def test_result_claim_read_then_takeover_and_new_result(scene: Scene) -> None:
     # The zombie has read its claim; before it judges it, the lease runs out and the new holder
     # records its result.
+    await scene.forgetful_zombie()
     scene.hooks.after("get", CLAIM_KEY, lambda: scene.take_over(write_result=True))
     assert scene.zombie_claim is not None
     with pytest.raises(ClaimLostError):
@@ -192,21 +217,27 @@ async def test_result_claim_read_then_takeover_and_new_result(scene: Scene) -> N
 
 
 async def test_result_check_passes_then_takeover_and_new_result(scene: Scene) -> None:
-    # The zombie's claim check found its claim live; before it reads the snapshot, the lease
-    # runs out and the new holder records its result: the zombie finds a result already there.
-    scene.hooks.before("get", SNAPSHOT_KEY, lambda: scene.take_over(write_result=True))
+    # The zombie's claim check passed (on the claim it remembers granting: no request); right
+    # before its compare-and-swap on the snapshot it remembers, the lease runs out and the new
+    # holder records its result. The CAS fails, and the retry meets the published fence first
+    # (was ConflictError in layout 1, where the fence was read before the write: now the claim
+    # is refused as lost, which is what it is).
+    scene.hooks.before("put_if_version", SNAPSHOT_KEY, lambda: scene.take_over(write_result=True))
     assert scene.zombie_claim is not None
-    with pytest.raises(ConflictError):
+    scene.hooks.requests.clear()
+    with pytest.raises(ClaimLostError):
         await scene.zombie_backend.save_task_result(
             INSTANCE, TASK, b"zombie output", claim=scene.zombie_claim
         )
     assert scene.hooks.fired == 1
+    assert scene.hooks.requests[0] == ("put_if_version", SNAPSHOT_KEY), "the check cost a request"
     await scene.assert_holder_intact(result=b"holder output")
 
 
 async def test_result_snapshot_read_then_takeover_and_new_result(scene: Scene) -> None:
     # The zombie passed its check and read the snapshot; the new holder's result moves the
-    # snapshot, so the zombie's compare-and-swap fails and its retry re-checks the claim.
+    # snapshot, so the zombie's compare-and-swap fails and its retry meets the fence.
+    await scene.forgetful_zombie()
     scene.hooks.after("get", SNAPSHOT_KEY, lambda: scene.take_over(write_result=True))
     assert scene.zombie_claim is not None
     with pytest.raises(ClaimLostError):
@@ -217,26 +248,56 @@ async def test_result_snapshot_read_then_takeover_and_new_result(scene: Scene) -
     await scene.assert_holder_intact(result=b"holder output")
 
 
-async def test_result_in_flight_during_takeover_records_at_most_one_output(scene: Scene) -> None:
-    # The limit of leases without a fenced data store: a write already past its checks when the
-    # lease runs out lands, but only because nothing newer is there. The new holder then learns
-    # of it (ConflictError) instead of overwriting it, and exactly one output is recorded.
-    scene.hooks.after("get", SNAPSHOT_KEY, lambda: scene.take_over(write_result=False))
+@pytest.mark.parametrize("forgetful", [False, True], ids=["remembered", "read"])
+async def test_result_in_flight_during_takeover_is_refused(scene: Scene, forgetful: bool) -> None:
+    # A write already past every check of its own when the lease runs out. In layout 1 it
+    # landed (the fence was read before the write) and the new holder got ConflictError. Now
+    # the takeover alone, before the new holder writes anything, publishes its token into the
+    # snapshot: the zombie's compare-and-swap fails, its retry meets the fence, and the new
+    # holder records. Exactly one output, the new holder's.
+    if forgetful:
+        await scene.forgetful_zombie()
+    scene.hooks.before("put_if_version", SNAPSHOT_KEY, lambda: scene.take_over(write_result=False))
     assert scene.zombie_claim is not None
-    await scene.zombie_backend.save_task_result(INSTANCE, TASK, b"zombie output", claim=scene.zombie_claim)
-    assert scene.hooks.fired == 1
-    with pytest.raises(ConflictError):
-        await scene.holder_backend.save_task_result(
-            INSTANCE, TASK, b"holder output", claim=scene.holder_claim
+    with pytest.raises(ClaimLostError):
+        await scene.zombie_backend.save_task_result(
+            INSTANCE, TASK, b"zombie output", claim=scene.zombie_claim
         )
-    await scene.assert_holder_intact(result=b"zombie output")
+    assert scene.hooks.fired == 1
+    await scene.holder_backend.save_task_result(INSTANCE, TASK, b"holder output", claim=scene.holder_claim)
+    await scene.assert_holder_intact(result=b"holder output")
+
+
+async def test_record_and_advance_in_flight_during_takeover_is_refused(scene: Scene) -> None:
+    # The same for the one-write record-and-advance of the runtime's workers.
+    scene.hooks.before("put_if_version", SNAPSHOT_KEY, lambda: scene.take_over(write_result=False))
+    assert scene.zombie_claim is not None
+
+    def advance(snapshot: WorkflowSnapshot) -> bool:
+        snapshot.update_position(AtTask("zombie next"))
+        return True
+
+    with pytest.raises(ClaimLostError):
+        await scene.zombie_backend.record_and_advance(
+            scene.zombie_claim, b"zombie output", advance, reserve=TTL
+        )
+    assert scene.hooks.fired == 1
+    await scene.assert_holder_intact(result=None)
+    loaded = await scene.holder_backend.load_snapshot(INSTANCE)
+    assert loaded.position == AtTask(TASK)
 
 
 @pytest.mark.parametrize("operation", ["extend", "release"])
-async def test_renewal_or_release_racing_the_takeover(scene: Scene, operation: str) -> None:
-    # The zombie read its own (expired, not yet taken over) claim; the takeover lands before its
-    # compare-and-swap, which must then fail rather than revive or free the new holder's claim.
-    scene.hooks.after("get", CLAIM_KEY, lambda: scene.take_over(write_result=False))
+@pytest.mark.parametrize("forgetful", [False, True], ids=["remembered", "read"])
+async def test_renewal_or_release_racing_the_takeover(scene: Scene, operation: str, forgetful: bool) -> None:
+    # The zombie has its own (expired, not yet taken over) claim in hand, remembered or just
+    # read; the takeover lands before its compare-and-swap, which must then fail rather than
+    # revive or free the new holder's claim.
+    if forgetful:
+        await scene.forgetful_zombie()
+        scene.hooks.after("get", CLAIM_KEY, lambda: scene.take_over(write_result=False))
+    else:
+        scene.hooks.before("put_if_version", CLAIM_KEY, lambda: scene.take_over(write_result=False))
     z = scene.zombie_backend
     scene.clock.advance(TTL)  # expired, but nobody has taken over yet when the zombie reads
     with pytest.raises(ClaimLostError):
@@ -261,26 +322,33 @@ async def test_reclaim_racing_the_takeover(scene: Scene) -> None:
 async def test_stale_snapshot_save_racing_the_new_holder(scene: Scene) -> None:
     stale = await scene.zombie_backend.load_snapshot(INSTANCE)
     stale.update_position(AtTask("zombie next"))
+    store = scene.holder_backend.store
+    before: list[str] = []
 
     async def new_holder_moves_on() -> None:
         await scene.take_over(write_result=True)
         fresh = await scene.holder_backend.load_snapshot(INSTANCE)
         fresh.update_position(AtTask("next"))
         await scene.holder_backend.save_snapshot(fresh)
+        before.extend([o.key async for o in store.list(layout.READY)])
 
-    scene.hooks.after("get", SNAPSHOT_KEY, new_holder_moves_on)
+    # The zombie saves from the copy it loaded (and remembers): its CAS is its first request.
+    scene.hooks.before("put_if_version", SNAPSHOT_KEY, new_holder_moves_on)
     with pytest.raises(ConflictError):
         await scene.zombie_backend.save_snapshot(stale)
     assert scene.hooks.fired == 1
     await scene.assert_holder_intact(result=b"holder output")
     loaded = await scene.holder_backend.load_snapshot(INSTANCE)
     assert loaded.position == AtTask("next")
-    # The zombie's failed save left no ready entry behind: only the holder's task is offered.
+    # The zombie's failed save left no ready entry behind (it wrote one for "zombie next" before
+    # its CAS): only the holder's task is offered. Entries its claims left are
+    # test_request_budget.test_an_idle_poll_is_lists_only's concern.
     found = await scene.holder_backend.find_available_tasks("w", 10)
     assert [(t.instance_id, t.task_id) for t in found] == [(INSTANCE, "next")]
-    store = scene.holder_backend.store
+    own = [k for k in before if k.endswith("/" + layout.encode_id("zombie next"))]
+    assert len(own) == 1, "the zombie writes its new task's entry before its CAS"
     entries = [o.key async for o in store.list(layout.READY)]
-    assert len(entries) == 1 and entries[0].endswith("/" + layout.encode_id("next"))
+    assert sorted(entries) == sorted(k for k in before if k not in own)
 
 
 ZOMBIE_TASKS = 12
@@ -353,13 +421,14 @@ async def test_a_workers_own_older_claim_is_fenced_off(scene: Scene) -> None:
 
 
 async def test_repair_racing_a_new_instance_keeps_its_objects(store_target: StoreTarget) -> None:
-    # repair() lists the snapshots first and the blobs, cancellation requests and claims later
-    # (after reading every snapshot: minutes on a large store). An instance created in between
-    # looks orphaned to it; deleting its objects would lose its input and reset its fencing token.
+    # repair() lists the snapshots first and the blobs later (after reading every snapshot:
+    # minutes on a large store). An instance created in between looks orphaned to it; deleting
+    # its objects would lose its input, and deleting its claim (layout 1 did) would reset its
+    # fencing token; its cancellation request lives in its snapshot.
     clock = ManualClock()
-    repairer = store_target.backend(clock=clock)
-    hooks = HookStore(repairer.store)
-    repairer.store = hooks
+    repairer = store_target.backend_through(HookStore, clock=clock)
+    hooks = repairer.store
+    assert isinstance(hooks, HookStore)
     async with store_target.backend(clock=clock, inline_limit=16) as writer:
 
         async def new_instance_arrives() -> None:
