@@ -65,24 +65,27 @@ OPERATION_COSTS: dict[str, dict[str, int]] = {
     "create_snapshot (1 ready task)": {"put": 1, "put_if_absent": 1},
     # A version-less save reads first: it may replace an instance.
     "save (create, 1 ready task)": {"get": 1, "put": 1, "put_if_absent": 1},
-    # The claim (create-if-absent), then its entry moves to the lease's expiry: PUT, DELETE.
-    "claim (first claim of a task)": {"put_if_absent": 1, "put": 1, "delete": 1},
-    "claim (task held: refused)": {"put_if_absent": 1, "get": 1},
+    # A task any poll may offer: the claim is read first (a lost race then costs a GET, not a
+    # refused PUT); its fresh entry moves to the lease's expiry (PUT, DELETE) before the claim
+    # is created (create-if-absent).
+    "claim (first claim of a task)": {"get": 1, "put": 1, "delete": 1, "put_if_absent": 1},
+    "claim (task held: refused)": {"get": 1},
     "extend (a heartbeat)": {"put_if_version": 1},
-    # One fenced compare-and-swap, then the leased entry goes.
+    # One fenced compare-and-swap, then the leased entry goes (the fresh one went at the claim).
     "save_task_result (with claim)": {"put_if_version": 1, "delete": 1},
-    # The task is no longer ready (its result is recorded): no entry to move.
-    "release": {"get": 1, "put_if_version": 1},
-    # The refused create, the claim's read and compare-and-swap, then its token is published.
-    "claim (after a release)": {"get": 1, "put_if_absent": 1, "put_if_version": 2},
+    # The task is no longer ready (its result is recorded): no entry to put. The snapshot (the
+    # cache was dropped by the result) and the claim are read; the claim's entry is deleted.
+    "release": {"get": 2, "put_if_version": 1, "delete": 1},
+    # The claim's read and compare-and-swap, then its token is published.
+    "claim (after a release)": {"get": 1, "put_if_version": 2},
     "load (no blobs)": {"get": 1},
     "save (CAS, 0 -> 2 ready tasks)": {"put": 2, "put_if_version": 1},
     "save_task_result (no claim)": {"put_if_version": 1, "delete": 1},
     "load_task_result": {"get": 1},
     "save (CAS, ready task x -> y)": {"put": 1, "put_if_version": 1, "delete": 1},
-    # z's reserved (leased) entry before the CAS; then y's entries go (its fresh one and the
-    # leased one its claim placed).
-    "record_and_advance (y -> z, z reserved)": {"put": 1, "put_if_version": 1, "delete": 2},
+    # z's reserved (leased) entry before the CAS; then y's leased entry goes (its fresh one
+    # went when y was claimed).
+    "record_and_advance (y -> z, z reserved)": {"put": 1, "put_if_version": 1, "delete": 1},
     # The reserved entry is already leased into the future: only the claim is written.
     "claim (the reserved task)": {"put_if_absent": 1},
     "load (3 blobs: input, 2 outputs)": {"get": 4},
@@ -138,7 +141,7 @@ async def test_cost_of_each_operation(store_target: StoreTarget) -> None:
     async def record() -> None:
         assert on_y is not None
         _, reserved = await b.record_and_advance(on_y, b"y out", to_z, reserve=hour)
-        assert reserved == "z"
+        assert reserved == ["z"]
 
     await _cost(c, "record_and_advance (y -> z, z reserved)", record)
     await _cost(c, "claim (the reserved task)", lambda: b.claim_task("budget/moving", "z", "w", hour))

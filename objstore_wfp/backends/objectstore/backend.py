@@ -21,7 +21,14 @@ from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.blobs import Blobs
 from objstore_wfp.backends.objectstore.cas import UNREAD, Keep, Write, compare_and_swap
 from objstore_wfp.backends.objectstore.claims import Claims
-from objstore_wfp.backends.objectstore.documents import Snapshot, cancel_to_json, marker, marker_layout, same
+from objstore_wfp.backends.objectstore.documents import (
+    ClaimRecord,
+    Snapshot,
+    cancel_to_json,
+    marker,
+    marker_layout,
+    same,
+)
 from objstore_wfp.backends.objectstore.ready import STALE_GRACE, ReadyIndex
 from objstore_wfp.backends.objectstore.repair import RepairReport, repair
 from objstore_wfp.backends.objectstore.snapshots import Snapshots
@@ -236,17 +243,16 @@ class ObjectStoreBackend(PersistentBackend):
             return None
 
     async def _after_write(
-        self, composer: Composer, old: Snapshot | None, written: Snapshot, also: list[str] | None = None
+        self, composer: Composer, old: Snapshot | None, written: Snapshot, holding: ClaimRecord | None = None
     ) -> None:
-        """Entries go only after the write that stops referencing them (crash safety)."""
-        stale = composer.leftovers(written.ready) + (also or [])
+        """Entries go only after the write that stops referencing them (crash safety): those the
+        old copy referenced and the new one does not, and the leased entry of ``holding`` (the
+        claim the write finished) once its task is no longer ready."""
+        stale = composer.leftovers(written.ready)
         if old is not None:
-            instance = layout.encode_id(written.instance_id)
-            stale += [
-                layout.ready_key(slot, instance, layout.encode_id(t))
-                for t, slot in old.ready.items()
-                if written.ready.get(t) != slot
-            ]
+            stale += _unreferenced(old, written.ready, holding)
+        if holding is not None and holding.entry and holding.task_id not in written.ready:
+            stale.append(holding.entry)
         await self._index.delete_quietly(stale)
         await composer.drop_unused_blobs(written.doc)
 
@@ -328,7 +334,8 @@ class ObjectStoreBackend(PersistentBackend):
         data = check_output(output)
         check_claim_for(claim, instance_id, task_id)
         await self._ready()
-        incarnation = await self._claims.incarnation_of(claim) if claim is not None else None
+        holding = await self._claims.holding(claim) if claim is not None else None
+        incarnation = holding.incarnation if holding is not None else None
         instance = layout.encode_id(instance_id)
         composer = Composer(self._blobs, self._index, instance)
 
@@ -364,13 +371,11 @@ class ObjectStoreBackend(PersistentBackend):
             await composer.drop_unused_blobs(None)
             return
         self._snapshots.forget(old.key)  # the written bytes are not kept; the next read refreshes
-        done = (
-            [layout.ready_key(old.ready[task_id], instance, layout.encode_id(task_id))]
-            if task_id in old.ready
-            else []
-        )
-        leased = self._claims.dismiss(claim) if claim is not None else None
-        await self._index.delete_quietly(done + ([leased] if leased else []))
+        done = _unreferenced(old, {t: s for t, s in old.ready.items() if t != task_id}, holding)
+        if claim is not None and holding is not None:
+            self._claims.dismiss(claim)
+            done += [holding.entry] if holding.entry else []
+        await self._index.delete_quietly(done)
 
     async def load_task_result(self, instance_id: str, task_id: str) -> bytes | None:
         check_ids(instance_id, task_id)
@@ -397,7 +402,8 @@ class ObjectStoreBackend(PersistentBackend):
         check_claim_for(claim, claim.instance_id, claim.task_id)
         data = None if output is None else check_output(output)
         await self._ready()
-        incarnation = await self._claims.incarnation_of(claim)
+        holding = await self._claims.holding(claim)
+        incarnation = holding.incarnation
         instance = layout.encode_id(claim.instance_id)
         composer = Composer(self._blobs, self._index, instance)
 
@@ -443,9 +449,8 @@ class ObjectStoreBackend(PersistentBackend):
         assert version is not None
         new = self._snapshots.parse(StoredObject(written, version), instance)
         assert new is not None
-        leased = self._claims.dismiss(claim)
-        done = [leased] if leased is not None and claim.task_id not in new.ready else []
-        await self._after_write(composer, old, new, done)
+        self._claims.dismiss(claim)
+        await self._after_write(composer, old, new, holding)
         snapshot.version = version
         return snapshot, reserved
 
@@ -635,6 +640,23 @@ class ObjectStoreBackend(PersistentBackend):
         older than ``grace``, and never a claim). See :func:`.repair.repair`."""
         await self._ready()
         return await repair(self.store, self._snapshots, self._index, self._clock.now(), grace)
+
+
+def _unreferenced(old: Snapshot, ready: dict[str, str], holding: ClaimRecord | None) -> list[str]:
+    """Keys of the entries ``old`` references that ``ready`` no longer does, less the fresh
+    entry of the task ``holding`` claimed: its claim moved that one out already."""
+    instance = layout.encode_id(old.instance_id)
+    return [
+        layout.ready_key(slot, instance, layout.encode_id(t))
+        for t, slot in old.ready.items()
+        if ready.get(t) != slot
+        and not (
+            holding is not None
+            and holding.entry
+            and t == holding.task_id
+            and layout.slot_kind(slot) == layout.FRESH
+        )
+    ]
 
 
 def _lost(claim: TaskClaim) -> ClaimLostError:

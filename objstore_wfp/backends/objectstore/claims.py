@@ -41,11 +41,11 @@ GRANTS_SIZE = 4096
 
 @dataclass(frozen=True)
 class Grant:
-    """A claim this backend wrote: the object as written, and its leased ready entry."""
+    """A claim this backend wrote: the object as written (its version; its bytes are re-encoded
+    with a new nonce, so only ever parsed back into the same record)."""
 
     stored: StoredObject
     record: ClaimRecord
-    entry: str | None
 
 
 class Claims:
@@ -66,17 +66,17 @@ class Claims:
         with self._lock:
             return self._grants.get((key, worker_id))
 
-    def _remember(self, key: str, grant: Grant) -> None:
-        assert grant.record.holder is not None
+    def _remember(self, key: str, record: ClaimRecord, version: str) -> None:
+        assert record.holder is not None
         with self._lock:
-            self._grants[(key, grant.record.holder)] = grant
-            self._grants.move_to_end((key, grant.record.holder))
+            self._grants[(key, record.holder)] = Grant(StoredObject(record.to_bytes(), version), record)
+            self._grants.move_to_end((key, record.holder))
             while len(self._grants) > GRANTS_SIZE:
                 self._grants.popitem(last=False)
 
-    def _forget(self, key: str, worker_id: str) -> Grant | None:
+    def _forget(self, key: str, worker_id: str) -> None:
         with self._lock:
-            return self._grants.pop((key, worker_id), None)
+            self._grants.pop((key, worker_id), None)
 
     def _known(self, key: str, worker_id: str) -> StoredObject | _Unread | None:
         grant = self._grant(key, worker_id)
@@ -95,26 +95,26 @@ class Claims:
             stored = await self.snapshots.read(instance)
         return (stored.incarnation if stored is not None else None) == incarnation
 
-    async def incarnation_of(self, claim: TaskClaim) -> str | None:
-        """The incarnation ``claim`` was taken in, if its holder still holds it live; else
+    async def holding(self, claim: TaskClaim) -> ClaimRecord:
+        """The stored record of ``claim`` if its holder still holds it live; else
         ``ClaimLostError``. No request when this backend granted the claim itself."""
         key = _key(claim.instance_id, claim.task_id)
         grant = self._grant(key, claim.worker_id)
-        now = self.clock.now()
         mine = grant is not None and grant.record.token == claim.token
         record = grant.record if grant is not None and mine else await self.read(key)
-        if record is None or not record.holds(claim, now):
+        if record is None or not record.holds(claim, self.clock.now()):
             raise ClaimLostError(
                 f"worker {claim.worker_id!r} no longer holds task {claim.task_id!r} of "
                 f"{claim.instance_id!r} with token {claim.token}"
             )
-        return record.incarnation
+        return record
 
     # -- claiming ----------------------------------------------------------------------------
     async def claim(
         self, instance_id: str, task_id: str, worker_id: str, ttl: timedelta | None
     ) -> TaskClaim | None:
         instance = layout.encode_id(instance_id)
+        task = layout.encode_id(task_id)
         key = _key(instance_id, task_id)
         try:
             stored = await self.snapshots.current_or_cached(instance)
@@ -122,7 +122,8 @@ class Claims:
             stored = None  # an unreadable snapshot offers nothing; the claim binds to nothing
         incarnation = stored.incarnation if stored is not None else None
         replaced: list[ClaimRecord] = []
-        moved: list[str | None] = []
+        placed: list[str] = []  # a leased entry written before the claim
+        old_slot: list[str] = []  # the entry the snapshot references, when this claim moves it
 
         async def decide(found: StoredObject | None) -> Write[ClaimRecord | None] | Keep[ClaimRecord | None]:
             nonlocal incarnation
@@ -143,15 +144,32 @@ class Claims:
                 replaced.append(old)
             token = replaced[0].token + 1 if replaced else 1
             expires = None if ttl is None else expiry(now, ttl)
-            record = ClaimRecord(instance_id, task_id, incarnation, worker_id, token, now, expires)
-            if stored is not None and stored.incarnation == incarnation and not moved:
-                slot = stored.ready.get(task_id)
-                if slot is not None and layout.slot_kind(slot) == layout.FRESH:
-                    # A fresh entry is offered without a claim check, so it must be gone
-                    # before the claim exists: a crash in between would leave a held task
-                    # offered. Moved first, a crash leaves the task unclaimed and its entry
-                    # due at the lease's expiry, as if this claimer had died holding it.
-                    moved.append(await self.index.lease(stored, instance, task_id, expires, also=None))
+            entry = None
+            old_slot.clear()
+            current = stored if stored is not None and stored.incarnation == incarnation else None
+            slot = current.ready.get(task_id) if current is not None else None
+            if current is not None and slot is not None:
+                if layout.slot_kind(slot) == layout.LEASED and slot_due_us(slot) > epoch_us(now):
+                    entry = layout.ready_key(slot, instance, task)  # kept for this claimer
+                elif placed:
+                    entry = placed[0]
+                else:
+                    old_slot.append(layout.ready_key(slot, instance, task))
+                    entry = layout.ready_key(
+                        self.index.leased_slot(current.priority, expires), instance, task
+                    )
+                    if layout.slot_kind(slot) == layout.FRESH:
+                        # A fresh entry is offered without a claim check, so it must be out of
+                        # sight before the claim exists: a crash in between would leave a held
+                        # task offered. Moved first, a crash leaves the task unclaimed and its
+                        # entry due at the lease's expiry, as if this claimer had died holding it.
+                        await self.index.put([entry])
+                        placed.append(entry)
+                        seen = self.index.seen(instance, task)
+                        await self.index.delete_quietly(
+                            [layout.ready_key(slot, instance, task), *([seen] if seen else [])]
+                        )
+            record = ClaimRecord(instance_id, task_id, incarnation, worker_id, token, now, expires, entry)
             return Write(record.to_bytes(), record)
 
         # A task reserved for a chaining worker is claimed blind (one request). A task any poll
@@ -166,34 +184,38 @@ class Claims:
             what=f"claim on task {task_id!r} of {instance_id!r}",
         )
         if record is None or version is None:
+            await self.index.delete_quietly(placed)  # moved for nothing: the winner has its own
             return None
         current = stored if stored is not None and stored.incarnation == record.incarnation else None
         # Publish the token where a fenced write will see it: after a takeover or a release (an
         # older holder of this incarnation exists), and for a task not ready yet (so the write
         # that makes it ready gives it an index entry whose claim polls check).
-        older_holder = bool(replaced) and replaced[0].incarnation == record.incarnation
-        if record.incarnation is not None and (
-            older_holder or current is None or task_id not in current.ready
-        ):
+        previous = replaced[0] if replaced and replaced[0].incarnation == record.incarnation else None
+        if record.incarnation is not None and (previous or record.entry is None):
             current = await self._publish_fence(instance, record)
-        previous = self._forget(key, worker_id)
-        if moved and not older_holder:
-            entry = moved[0]
-            if previous is not None and previous.entry not in (None, entry):
-                await self.index.delete_quietly([previous.entry])
-        else:
-            entry = await self.index.lease(
-                current,
-                instance,
-                task_id,
-                record.expires_at,
-                also=previous.entry if previous else None,
-                now=record.claimed_at,
-            )
-        # The grant keeps the version written; its bytes are re-encoded (a new nonce) but only
-        # ever parsed for the record, which is the same.
-        self._remember(key, Grant(StoredObject(record.to_bytes(), version), record, entry))
+        stale = [previous.entry if previous else None, self.index.seen(instance, task)]
+        if old_slot and not placed:
+            # A due leased entry (a takeover, or a released task): checked by polls, so it may
+            # move after the claim: the new one first, then the old ones.
+            assert record.entry is not None
+            await self.index.put([record.entry])
+            stale += old_slot
+        elif record.entry is None and current is not None and task_id in current.ready:
+            # Made ready by a write that landed before this early claim's fence: move its entry.
+            moved = await self.index.lease(current, instance, task_id, record.expires_at, also=None)
+            if moved is not None:
+                record = replace(record, entry=moved)
+                version = await self._record_entry(key, record, version)
+        await self.index.delete_quietly(k for k in stale if k is not None and k != record.entry)
+        self._remember(key, record, version)
         return record.public()
+
+    async def _record_entry(self, key: str, record: ClaimRecord, version: str) -> str:
+        """Write ``record`` (the claim just taken, now naming its entry) over ``version``; on a
+        lost race (the claim moved on already) keep the old version: the entry is then a hint
+        that polls check and clean up."""
+        written = await self.store.put_if_version(key, record.to_bytes(), version)
+        return written or version
 
     async def _publish_fence(self, instance: str, record: ClaimRecord) -> Snapshot | None:
         """Raise the snapshot's fence for the task to the new token (see the module docstring);
@@ -227,11 +249,13 @@ class Claims:
         task_id: str,
         worker_id: str,
         change: Callable[[ClaimRecord, datetime], ClaimRecord],
-    ) -> tuple[ClaimRecord, str]:
+    ) -> tuple[ClaimRecord, ClaimRecord, str]:
+        """Rewrite this worker's holding by compare-and-swap with ``change``; return the record
+        replaced, the record written and its version."""
         instance = layout.encode_id(instance_id)
         key = _key(instance_id, task_id)
 
-        async def decide(found: StoredObject | None) -> Write[ClaimRecord]:
+        async def decide(found: StoredObject | None) -> Write[tuple[ClaimRecord, ClaimRecord]]:
             record = None if found is None else parse_claim(found, key)
             if record is None or record.holder is None:
                 raise NotFoundError(f"no claim on task {task_id!r} of {instance_id!r}")
@@ -242,9 +266,9 @@ class Claims:
             if record.holder != worker_id:
                 raise ClaimLostError(f"task {task_id!r} of {instance_id!r} is held by another worker")
             updated = change(record, self.clock.now())
-            return Write(updated.to_bytes(), updated)
+            return Write(updated.to_bytes(), (record, updated))
 
-        record, version = await compare_and_swap(
+        (old, record), version = await compare_and_swap(
             self.store,
             key,
             decide,
@@ -252,7 +276,7 @@ class Claims:
             what=f"claim on task {task_id!r} of {instance_id!r}",
         )
         assert version is not None
-        return record, version
+        return old, record, version
 
     async def extend(
         self, instance_id: str, task_id: str, worker_id: str, additional: timedelta
@@ -260,29 +284,28 @@ class Claims:
         def renewed(record: ClaimRecord, now: datetime) -> ClaimRecord:
             return replace(record, expires_at=None if record.expires_at is None else expiry(now, additional))
 
-        record, version = await self._update_holding(instance_id, task_id, worker_id, renewed)
-        key = _key(instance_id, task_id)
-        previous = self._grant(key, worker_id)
-        entry = previous.entry if previous is not None and previous.record.token == record.token else None
-        self._remember(key, Grant(StoredObject(record.to_bytes(), version), record, entry))
+        _, record, version = await self._update_holding(instance_id, task_id, worker_id, renewed)
+        self._remember(_key(instance_id, task_id), record, version)
         return record.public()
 
     async def release(self, instance_id: str, task_id: str, worker_id: str) -> None:
         instance = layout.encode_id(instance_id)
+        task = layout.encode_id(task_id)
         key = _key(instance_id, task_id)
-        grant = self._grant(key, worker_id)
         # Claimable at once: a due entry takes the leased one's place, written before the
         # release so that a crash in between leaves the task offered (the claim check in find
         # sees who holds it), never hidden until the old lease's expiry.
-        await self.index.lease(
-            await self.snapshots.current_or_cached(instance),
-            instance,
-            task_id,
-            self.clock.now(),
-            also=grant.entry if grant else None,
-        )
-        await self._update_holding(instance_id, task_id, worker_id, lambda record, _: record.released())
+        current = await self.snapshots.current_or_cached(instance)
+        due = None
+        if current is not None and task_id in current.ready:
+            due = layout.ready_key(self.index.leased_slot(current.priority, self.clock.now()), instance, task)
+            await self.index.put([due])
+        old, _, _ = await self._update_holding(instance_id, task_id, worker_id, lambda r, _: r.released())
         self._forget(key, worker_id)
+        stale = [old.entry, self.index.seen(instance, task)]
+        if current is not None and task_id in current.ready:
+            stale.append(layout.ready_key(current.ready[task_id], instance, task))
+        await self.index.delete_quietly(k for k in stale if k is not None and k != due)
 
     async def clear(self, instance: str, incarnation: str | None) -> None:
         """Release every holding taken in ``incarnation`` (or before any existed) of a deleted
@@ -299,10 +322,9 @@ class Claims:
             if record.holder is not None and record.incarnation in (None, incarnation):
                 await self.store.put_if_version(obj.key, record.released().to_bytes(), found.version)
 
-    def dismiss(self, claim: TaskClaim) -> str | None:
-        """Forget a grant whose task is finished (its claim just lapses); return its entry."""
-        grant = self._forget(_key(claim.instance_id, claim.task_id), claim.worker_id)
-        return grant.entry if grant is not None else None
+    def dismiss(self, claim: TaskClaim) -> None:
+        """Forget a grant whose task is finished (its claim just lapses)."""
+        self._forget(_key(claim.instance_id, claim.task_id), claim.worker_id)
 
     # -- listing -----------------------------------------------------------------------------
     async def held(self, prefix: str) -> list[TaskClaim]:

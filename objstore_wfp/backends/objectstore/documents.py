@@ -159,6 +159,9 @@ class ClaimRecord:
     token: int
     claimed_at: datetime
     expires_at: datetime | None
+    #: The key of the leased index entry this holding placed, so whoever replaces or releases
+    #: the claim removes it (``None``: the task was not ready when claimed).
+    entry: str | None = None
 
     def live(self, now: datetime) -> bool:
         return self.holder is not None and (self.expires_at is None or now < self.expires_at)
@@ -167,7 +170,7 @@ class ClaimRecord:
         return self.holder == claim.worker_id and self.token == claim.token and self.live(now)
 
     def released(self) -> ClaimRecord:
-        return replace(self, holder=None)
+        return replace(self, holder=None, entry=None)
 
     def to_bytes(self) -> bytes:
         return dumps(
@@ -181,6 +184,7 @@ class ClaimRecord:
                     "claimed_at": iso(self.claimed_at),
                     "expires_at": opt_iso(self.expires_at),
                     "token": self.token,
+                    "entry": self.entry,
                     "w": nonce(),
                 },
             )
@@ -203,6 +207,7 @@ def parse_claim(obj: StoredObject, key: str) -> ClaimRecord:
         r.integer("token"),
         r.timestamp("claimed_at"),
         r.opt_timestamp("expires_at"),
+        r.opt_text("entry"),
     )
 
 
