@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Callable
 
+from objstore_wfp.backoff import CONTENTION
 from objstore_wfp.contract import PersistentBackend
 from objstore_wfp.errors import ConflictError
 from objstore_wfp.model import WorkflowSnapshot
@@ -30,6 +29,5 @@ async def update_snapshot(
             await backend.save_snapshot(snapshot)
             return snapshot
         except ConflictError:
-            # Jittered, growing pause so that writers racing on one instance spread out.
-            await asyncio.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
+            await CONTENTION.sleep(attempt + 1)
     raise ConflictError(f"gave up updating {instance_id!r} after {MAX_ATTEMPTS} conflicting writes")

@@ -10,11 +10,11 @@ writes a unique nonce into every object, so equal bytes mean the write was ours.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from objstore_wfp.backoff import Backoff
 from objstore_wfp.errors import StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class RetryPolicy:
 
     def delay(self, failures: int) -> float:
         """Full-jitter backoff before the attempt that follows ``failures`` failed attempts."""
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (failures - 1)))
+        return Backoff(self.base_delay, self.max_delay).delay(failures)
 
 
 class TransientError(Exception):

@@ -53,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -65,6 +64,7 @@ import botocore.loaders
 import botocore.parsers
 import s3fs
 
+from objstore_wfp.backoff import Backoff
 from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError, UnsupportedStoreError
 from objstore_wfp.stores._perloop import PerLoop
 from objstore_wfp.stores._retry import S3_RETRYABLE_CODES
@@ -85,8 +85,8 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     botocore.parsers.ResponseParserError,
 )
 
-_BACKOFF_BASE = 0.05
-_BACKOFF_CAP = 2.0
+#: Between retries of one request: the retry budget bounds the total, so the cap stays short.
+_BACKOFF = Backoff(base=0.1, cap=2.0)
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~/-")
 
 
@@ -251,7 +251,7 @@ class S3Store(ConditionalStore):
                 where = f"{what} {self.url}/{key}"
                 if not _retryable(exc):
                     raise StoreUnavailableError(f"{where} failed: {exc!r}") from exc
-                delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**tries))
+                delay = _BACKOFF.delay(tries)
                 elapsed = loop.time() - started
                 if elapsed + delay > self._retry_budget:
                     raise StoreUnavailableError(
