@@ -108,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     store.add_argument(
         "--store",
         metavar="URL",
-        help=f"a path, file://, memory://, s3://, gs://, az:// (default: ${STORE_ENV} or {DEFAULT_STORE})",
+        help=f"a path, file://, memory://, s3://, gs://, az:// (+obstore: s3+obstore://...) "
+        f"(default: ${STORE_ENV} or {DEFAULT_STORE})",
     )
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument(
