@@ -1,9 +1,12 @@
 """The request budget, counted by a ``CountingStore`` around the real store.
 
 Pins the number of store requests of every operation (LIST counted per 1,000-key page), so a
-change that adds a request shows up here, and checks the contract's promises: a first claim
-costs one request, a load one GET (plus one per blob), and ``find_available_tasks`` costs the
-same with 10,000 idle instances as with 100. Run with ``-s`` to see the table.
+change that adds a request shows up here, and checks the contract's promises: a load costs one
+GET (plus one per blob), ``find_available_tasks`` costs the same with 10,000 idle instances as
+with 100 and nothing per claimed task, and an idle poll is LISTs only. A first claim costs one
+request where the task was reserved for the claimer (a runtime worker's next step) and three
+otherwise (layout 2 moves the task's index entry to the lease's expiry: PUT, DELETE); the
+contract's budget says one. Run with ``-s`` to see the table.
 """
 
 from __future__ import annotations
