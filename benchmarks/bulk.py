@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore import ObjectStoreBackend
 from objstore_wfp.model import AtTask, WorkflowSnapshot
 from objstore_wfp.stores.memory import MemoryStore
@@ -46,14 +47,20 @@ async def template(build: Callable[[ObjectStoreBackend, str], Any]) -> Objects:
 
 
 def copies(objects: Objects, ids: Iterable[str]) -> Iterable[tuple[str, bytes]]:
-    """The template's objects for each id. Copy ``k`` became ready ``k`` milliseconds after the
-    template, as if submitted one after another: the backend reads every task that ties at the
-    microsecond where ``find_available_tasks`` reaches its limit, so a backlog that all became
-    ready at one instant would be an unrealistic worst case."""
+    """The template's objects for each id (the store's layout marker once). Copy ``k`` became
+    ready ``k`` milliseconds after the template, as if submitted one after another: the backend
+    reads every task that ties at the microsecond where ``find_available_tasks`` reaches its
+    limit, so a backlog that all became ready at one instant would be an unrealistic worst case.
+    Every copy keeps the template's incarnation id: incarnations only ever compare within one
+    instance."""
     old = _TEMPLATE_ID.encode()
     stamps = {m.group(1) for key in objects if (m := _READY_US.match(key))}
+    if layout.MARKER in objects:
+        yield layout.MARKER, objects[layout.MARKER]
     for k, new in enumerate(ids):
         for key, data in objects.items():
+            if key == layout.MARKER:
+                continue
             key, data = key.replace(_TEMPLATE_ID, new), data.replace(old, new.encode())
             for stamp in stamps:
                 moved = f"{int(stamp) + 1000 * k:016d}"
@@ -65,16 +72,20 @@ def copies(objects: Objects, ids: Iterable[str]) -> Iterable[tuple[str, bytes]]:
 
 
 async def completed_instance(backend: ObjectStoreBackend, iid: str) -> None:
-    """An instance that ran one task and completed: its snapshot and its released claim."""
+    """An instance that ran one task and completed as a runtime worker runs it: submitted,
+    claimed, its output recorded and the workflow completed in one write; the claim object
+    stays (it lapses, holding the task's token high-water mark)."""
     snapshot = WorkflowSnapshot(iid, "flow-v1", initial_input=b'"in"')
     snapshot.update_position(AtTask("t"))
-    await backend.save_snapshot(snapshot)
-    await backend.claim_task(iid, "t", "w", timedelta(minutes=1))
-    await backend.save_task_result(iid, "t", b'"out"')
-    await backend.release_task_claim(iid, "t", "w")
-    done = await backend.load_snapshot(iid)
-    done.mark_completed(b'"out"')
-    await backend.save_snapshot(done)
+    await backend.create_snapshot(snapshot)
+    claim = await backend.claim_task(iid, "t", "w", timedelta(minutes=1))
+    assert claim is not None
+
+    def complete(done: WorkflowSnapshot) -> bool:
+        done.mark_completed(b'"out"')
+        return True
+
+    await backend.record_and_advance(claim, b'"out"', complete)
 
 
 def ready_instance(definition_hash: str, task: str) -> Callable[[ObjectStoreBackend, str], Any]:

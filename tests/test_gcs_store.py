@@ -350,7 +350,7 @@ class TestObjectStoreOnGCS(BackendConformance):
         backend = ObjectStoreBackend.from_url(url, clock=clock, **fake_gcs.storage_options())
         async with backend:
             yield backend
-        if backend._verified:
+        if not backend._verify:  # the probe ran (on first use)
             assert backend.store.supports_conditional_delete is False
 
 

@@ -16,9 +16,11 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 
 from objstore_wfp import ManualClock, ObjectStoreBackend, WorkflowSnapshot
+from objstore_wfp.backends import layout
 from objstore_wfp.model import AtTask
 from objstore_wfp.stores.counting import CountingStore
 from objstore_wfp.stores.probe import ProbeReport, probe_store
@@ -96,4 +98,10 @@ async def test_delete_snapshot_takes_the_path_the_server_supports(
         assert await backend.list_snapshots() == []
         assert await backend.list_claims() == []
         assert await backend.find_available_tasks("w", 10) == []
-        assert [o.key async for o in store.list("")] == []
+        # What stays: the layout marker and each claim object, released (a claim is never
+        # deleted: it holds its task's fencing-token high-water mark across re-creates).
+        claims = [layout.claim_key(layout.encode_id(f"doomed/{n}"), "a") for n in range(3)]
+        assert sorted([o.key async for o in store.list("")]) == sorted([*claims, layout.MARKER])
+        for key in claims:
+            found = await store.get(key)
+            assert found is not None and orjson.loads(found.data)["worker_id"] is None

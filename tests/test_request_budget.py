@@ -1,9 +1,12 @@
 """The request budget, counted by a ``CountingStore`` around the real store.
 
 Pins the number of store requests of every operation (LIST counted per 1,000-key page), so a
-change that adds a request shows up here, and checks the contract's promises: a first claim
-costs one request, a load one GET (plus one per blob), and ``find_available_tasks`` costs the
-same with 10,000 idle instances as with 100. Run with ``-s`` to see the table.
+change that adds a request shows up here, and checks the contract's promises: a load costs one
+GET (plus one per blob), ``find_available_tasks`` costs the same with 10,000 idle instances as
+with 100 and nothing per claimed task, and an idle poll is LISTs only. A first claim costs one
+request where the task was reserved for the claimer (a runtime worker's next step) and three
+otherwise (layout 2 moves the task's index entry to the lease's expiry: PUT, DELETE); the
+contract's budget says one. Run with ``-s`` to see the table.
 """
 
 from __future__ import annotations
@@ -264,11 +267,15 @@ async def test_find_costs_the_same_with_1000_idle_instances_as_with_100(store_ta
     _check_find_costs(small, large)
 
 
-@pytest.mark.parametrize("ending", ["save_task_result and release", "takeover, then result"])
+ENDINGS = ["save_task_result and release", "takeover, then result", "claimed without TTL, deleted"]
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
 async def test_an_idle_poll_is_lists_only(store_target: StoreTarget, ending: str) -> None:
-    # Issue 11: an idle poll is LISTs only. Every task here was claimed and finished; no entry
-    # a claim placed may outlive its task, or every poll after its lease's expiry reads the
-    # snapshot for it (until STALE_GRACE after that expiry, when a poll deletes it).
+    # Issue 11: an idle poll is LISTs only. Every task here was claimed and then finished or
+    # deleted; no entry a claim placed may outlive its task, or every poll after its lease's
+    # expiry reads the snapshot for it (until STALE_GRACE after that expiry, when a poll
+    # deletes it), and an entry of a lease without expiry stays for good: repair() keeps it too.
     clock = ManualClock()
     b, c = await _open(store_target, clock=clock)
     ttl = timedelta(seconds=30)
@@ -276,6 +283,10 @@ async def test_an_idle_poll_is_lists_only(store_target: StoreTarget, ending: str
         snap = WorkflowSnapshot(f"idle/{n}", "flow", initial_input=b"in")
         snap.update_position(AtTask("t"))
         await b.save_snapshot(snap)
+        if ending == "claimed without TTL, deleted":
+            assert await b.claim_task(snap.instance_id, "t", "w", None) is not None
+            await b.delete_snapshot(snap.instance_id)
+            continue
         claim = await b.claim_task(snap.instance_id, "t", "w", ttl)
         assert claim is not None
         if ending == "takeover, then result":
@@ -287,7 +298,10 @@ async def test_an_idle_poll_is_lists_only(store_target: StoreTarget, ending: str
     clock.advance(2 * ttl)  # every lease has run out
     cost = await _cost(c, f"find, all idle ({ending})", lambda: b.find_available_tasks("w", 10))
     entries = [o.key async for o in b.store.list(layout.READY)]
+    await b.repair(grace=timedelta(0))
+    repaired = [o.key async for o in b.store.list(layout.READY)]
     await b.close()
-    print(f"\n{store_target.name}: {cost}, entries left: {entries}")
+    print(f"\n{store_target.name}: {cost}, entries left: {entries}, after repair: {repaired}")
     assert cost == {"list": 1}
     assert entries == []
+    assert repaired == []

@@ -448,3 +448,25 @@ async def test_repair_racing_a_new_instance_keeps_its_objects(store_target: Stor
         again = await writer.claim_task("late", "t", "w2", timedelta(seconds=1))
         assert again is not None and again.token == 2, "the fencing token went back"
     await repairer.close()
+
+
+async def test_first_use_racing_another_first_use(store_target: StoreTarget) -> None:
+    # Two processes open a new, empty store at once. The late one has read "no layout marker";
+    # before it lists snapshots/ (to tell an empty store from one of layout 1), the early one
+    # marks the store and saves an instance. The late one must not take that instance for a
+    # layout-1 store and refuse the store (a race of the issue-11 kind: a decision taken on
+    # what was read, acted on after the world moved).
+    late = store_target.backend_through(HookStore, verify_conditional_writes=False)
+    hooks = late.store
+    assert isinstance(hooks, HookStore)
+    async with store_target.backend(verify_conditional_writes=False) as early:
+
+        async def early_saves() -> None:
+            snap = WorkflowSnapshot("first", "flow")
+            snap.update_position(AtTask("t"))
+            await early.save_snapshot(snap)
+
+        hooks.after("get", layout.MARKER, early_saves)
+        assert await late.list_snapshots() == ["first"]
+        assert hooks.fired == 1
+    await late.close()
