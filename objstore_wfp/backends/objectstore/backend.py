@@ -163,12 +163,18 @@ class ObjectStoreBackend(PersistentBackend):
         found = await self.store.get(layout.MARKER)
         if found is None:
             async for _ in self.store.list(layout.SNAPSHOTS):
-                raise SerializationError(
-                    f"{self.store.url}: written with layout 1 (no {layout.MARKER}); this release reads "
-                    f"layout {layout.LAYOUT_VERSION}: migrate or use a new prefix"
-                )
-            await self.store.put_if_absent(layout.MARKER, marker())
-            return
+                # Snapshots but no marker: layout 1, unless another process marked the root
+                # and saved between our two reads.
+                found = await self.store.get(layout.MARKER)
+                if found is None:
+                    raise SerializationError(
+                        f"{self.store.url}: written with layout 1 (no {layout.MARKER}); this release "
+                        f"reads layout {layout.LAYOUT_VERSION}: migrate or use a new prefix"
+                    )
+                break
+            else:
+                await self.store.put_if_absent(layout.MARKER, marker())
+                return
         written = marker_layout(found, layout.MARKER)
         if written != layout.LAYOUT_VERSION:
             raise SerializationError(

@@ -309,8 +309,8 @@ class Claims:
 
     async def clear(self, instance: str, incarnation: str | None) -> None:
         """Release every holding taken in ``incarnation`` (or before any existed) of a deleted
-        instance, each conditionally on the copy read: a claim that moved meanwhile belongs to
-        someone acting on a newer incarnation and is left alone."""
+        instance, each conditionally on the copy read (a claim that moved meanwhile belongs to
+        someone acting on a newer incarnation and is left alone), and remove its entry."""
         async for obj in self.store.list(f"{layout.CLAIMS}{instance}/"):
             found = await self.store.get(obj.key)
             if found is None:
@@ -319,8 +319,10 @@ class Claims:
                 record = parse_claim(found, obj.key)
             except SerializationError:
                 continue
-            if record.holder is not None and record.incarnation in (None, incarnation):
-                await self.store.put_if_version(obj.key, record.released().to_bytes(), found.version)
+            if record.holder is None or record.incarnation not in (None, incarnation):
+                continue
+            if await self.store.put_if_version(obj.key, record.released().to_bytes(), found.version):
+                await self.index.delete_quietly([record.entry] if record.entry else [])
 
     def dismiss(self, claim: TaskClaim) -> None:
         """Forget a grant whose task is finished (its claim just lapses)."""

@@ -74,7 +74,9 @@ async def repair(
     for (instance, task), found in entries.items():
         if (instance, task) in ready or instance in protected:
             continue
-        old = [e.key for e in found if e.due_us < cutoff_us]
+        # An entry due "never" was placed by a claim without TTL after its task was ready: for a
+        # task no longer ready it is stale whatever its age.
+        old = [e.key for e in found if e.due_us < cutoff_us or e.due_us == layout.NEVER_US]
         await index.delete_quietly(old)
         report.entries_deleted += len(old)
     cutoff_ms = epoch_ms(now - grace)
