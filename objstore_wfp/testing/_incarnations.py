@@ -8,13 +8,15 @@ Fencing tokens of a task never repeat, across incarnations too.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 
 from objstore_wfp.clock import ManualClock
 from objstore_wfp.contract import PersistentBackend
-from objstore_wfp.errors import ClaimLostError, NotFoundError
+from objstore_wfp.errors import ClaimLostError, ConflictError, NotFoundError
 from objstore_wfp.model import AtFork
 from objstore_wfp.runtime import Client, Flow
 from objstore_wfp.testing._support import TTL, expect, make_snapshot, won_claim
@@ -36,6 +38,10 @@ def _refused_as_dead(why: str) -> Iterator[None]:
     except Exception as exc:
         raise AssertionError(f"{why}: expected ClaimLostError or NotFoundError, got {exc!r}") from exc
     raise AssertionError(f"{why}: expected ClaimLostError or NotFoundError, but it was accepted")
+
+
+#: How long the race waits for a worker to record (real time: backends may back off on contention).
+RACE_PATIENCE_SECONDS = 60.0
 
 
 def _step(name: str) -> str:
@@ -240,3 +246,79 @@ class IncarnationTests:
         await backend.save_task_result("order", task.task_id, b'"ran on new"', claim=new)
         await backend.release_task_claim("order", task.task_id, "w-new")
         assert await backend.load_task_result("order", task.task_id) == b'"ran on new"'
+
+    async def test_replacing_while_workers_race(self, backend: PersistentBackend) -> None:
+        """Workers claim, read the input, and record under their claim, while the instance is
+        replaced over and over (sometimes before anyone recorded, so holders of the old
+        incarnation are mid-task). Every recorded result was computed from its own
+        incarnation's input, and the tokens handed out are 1..N, each once."""
+        generations = 10
+        tokens: list[int] = []
+        seen: dict[int, bytes | None] = {}
+        current = [-1]  # the generation saved last; a worker that saw it recorded waits for the next
+        replaced, recorded = asyncio.Event(), asyncio.Event()
+
+        async def work(worker: str) -> None:
+            finished = -2
+            while not replaced.is_set():
+                await asyncio.sleep(0)  # a backend that never suspends would starve the others
+                if finished == current[0]:
+                    continue
+                claim = await backend.claim_task("wf-1", "t1", worker, None)  # only a release frees it
+                if claim is None:
+                    continue
+                tokens.append(claim.token)
+                generation = current[0]
+                try:
+                    task_input = (await backend.load_snapshot("wf-1")).initial_input or b""
+                    await asyncio.sleep(0)  # let the replacer in between reading and recording
+                    output = task_input + b" by " + worker.encode()
+                    await backend.save_task_result("wf-1", "t1", output, claim=claim)
+                    finished = generation
+                    recorded.set()
+                except ConflictError:  # another worker recorded first
+                    finished = generation
+                except (NotFoundError, ClaimLostError):  # replaced meanwhile: try the new one
+                    pass
+                with suppress(NotFoundError, ClaimLostError):
+                    await backend.release_task_claim("wf-1", "t1", worker)
+
+        async def replace() -> None:
+            for generation in range(generations):
+                await backend.save_snapshot(make_snapshot(initial_input=b"gen-%d" % generation))
+                current[0] = generation
+                await asyncio.sleep(0)
+                # Odd generations wait for a result; even ones are replaced as soon as possible.
+                deadline = time.monotonic() + RACE_PATIENCE_SECONDS
+                while True:
+                    recorded.clear()  # before reading, so a result recorded after the read wakes us
+                    seen[generation] = await backend.load_task_result("wf-1", "t1")
+                    if seen[generation] is not None or generation % 2 == 0:
+                        break
+                    if time.monotonic() >= deadline:
+                        raise AssertionError(
+                            f"no worker recorded into incarnation {generation} within "
+                            f"{RACE_PATIENCE_SECONDS}s: does a claim of another incarnation block it?"
+                        )
+                    with suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(recorded.wait(), deadline - time.monotonic())
+                await backend.delete_snapshot("wf-1")
+            replaced.set()
+
+        racers = [asyncio.ensure_future(replace())]
+        racers += [asyncio.ensure_future(work(f"w{n}")) for n in range(3)]
+        try:
+            await asyncio.gather(*racers)
+        finally:  # on a failure, stop the others instead of leaving them spinning
+            for racer in racers:
+                racer.cancel()
+            await asyncio.gather(*racers, return_exceptions=True)
+        for generation, result in seen.items():
+            assert result is None or result.startswith(b"gen-%d by " % generation), (
+                f"incarnation {generation} recorded {result!r}: computed from another incarnation's input"
+            )
+        assert all(seen[g] is not None for g in range(1, generations, 2)), seen
+        assert sorted(tokens) == list(range(1, len(tokens) + 1)), (
+            f"fencing tokens must be handed out once each, across incarnations: {sorted(tokens)}"
+        )
+        assert (await won_claim(backend, "late")).token == len(tokens) + 1
