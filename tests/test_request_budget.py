@@ -97,9 +97,9 @@ OPERATION_COSTS: dict[str, dict[str, int]] = {
     "check_and_cancel (nothing pending)": {"get": 1},
 }
 #: Where stores differ: only the total is pinned. The snapshot's conditional delete is a
-#: DELETE where the store has no If-Match on DELETE (LocalStack); then the claim's release, the
-#: ready entries, a LIST of the incarnation's blob folder and its blobs.
-TOTAL_COSTS = {"delete_snapshot (3 blobs, 1 claim)": 10}
+#: DELETE where the store has no If-Match on DELETE (LocalStack); then the claim's release and
+#: its leased entry, the ready entries, a LIST of the incarnation's blob folder and its blobs.
+TOTAL_COSTS = {"delete_snapshot (3 blobs, 1 claim)": 11}
 
 
 async def test_cost_of_each_operation(store_target: StoreTarget) -> None:

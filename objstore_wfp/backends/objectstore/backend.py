@@ -15,11 +15,11 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.blobs import Blobs
-from objstore_wfp.backends.objectstore.cas import UNREAD, Keep, Write, compare_and_swap
+from objstore_wfp.backends.objectstore.cas import UNREAD, Keep, Write, _Unread
 from objstore_wfp.backends.objectstore.claims import Claims
 from objstore_wfp.backends.objectstore.documents import (
     ClaimRecord,
@@ -215,21 +215,13 @@ class ObjectStoreBackend(PersistentBackend):
             data, _, _ = await composer.compose(snapshot, old, self._clock.now())
             return Write(data, (data, old))
 
-        known = self._snapshots.known(instance) if snapshot.version is not None else UNREAD
-        if create_only:
-            known = None
-        try:
-            (data, old), version = await compare_and_swap(
-                self.store,
-                layout.snapshot_key(instance),
-                decide,
-                known=known,
-                what=f"instance {snapshot.instance_id!r}",
+        start: StoredObject | _Unread | Literal["remembered"] | None = (
+            None if create_only else "remembered" if snapshot.version is not None else UNREAD
+        )
+        async with composer.discarded_on_error():
+            (data, old), version = await self._snapshots.swap(
+                instance, decide, what=f"instance {snapshot.instance_id!r}", start=start
             )
-        except BaseException:
-            await self._index.delete_quietly(composer.entries)
-            await composer.drop_unused_blobs(None)
-            raise
         assert version is not None
         written = self._snapshots.parse(StoredObject(data, version), instance)
         assert written is not None
@@ -362,17 +354,8 @@ class ObjectStoreBackend(PersistentBackend):
             ready = {t: s for t, s in stored.ready.items() if t != task_id}
             return Write(stored.encode(results={**stored.results, task_id: value}, ready=ready), stored)
 
-        try:
-            old, version = await compare_and_swap(
-                self.store,
-                layout.snapshot_key(instance),
-                decide,
-                known=self._snapshots.known(instance),
-                what=f"instance {instance_id!r}",
-            )
-        except BaseException:
-            await composer.drop_unused_blobs(None)
-            raise
+        async with composer.discarded_on_error():
+            old, version = await self._snapshots.swap(instance, decide, what=f"instance {instance_id!r}")
         if version is None or old is None:
             await composer.drop_unused_blobs(None)
             return
@@ -440,18 +423,10 @@ class ObjectStoreBackend(PersistentBackend):
             )
             return Write(written, (written, stored, snapshot, reserved))
 
-        try:
-            (written, old, snapshot, reserved), version = await compare_and_swap(
-                self.store,
-                layout.snapshot_key(instance),
-                decide,
-                known=self._snapshots.known(instance),
-                what=f"instance {claim.instance_id!r}",
+        async with composer.discarded_on_error():
+            (written, old, snapshot, reserved), version = await self._snapshots.swap(
+                instance, decide, what=f"instance {claim.instance_id!r}"
             )
-        except BaseException:
-            await self._index.delete_quietly(composer.entries)
-            await composer.drop_unused_blobs(None)
-            raise
         assert version is not None
         new = self._snapshots.parse(StoredObject(written, version), instance)
         assert new is not None
@@ -571,13 +546,7 @@ class ObjectStoreBackend(PersistentBackend):
             seen[:] = [stored]
             return await decide(stored)
 
-        result, version = await compare_and_swap(
-            self.store,
-            layout.snapshot_key(instance),
-            step,
-            known=self._snapshots.known(instance),
-            what=f"instance {instance_id!r}",
-        )
+        result, version = await self._snapshots.swap(instance, step, what=f"instance {instance_id!r}")
         if version is not None:
             self._snapshots.forget(layout.snapshot_key(instance))
         return result, (seen[0] if seen and version is not None else None)

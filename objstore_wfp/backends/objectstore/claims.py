@@ -230,12 +230,8 @@ class Claims:
             data = stored.encode(fences={**stored.fences, record.task_id: record.token})
             return Write(data, data)
 
-        data, version = await compare_and_swap(
-            self.store,
-            layout.snapshot_key(instance),
-            decide,
-            known=self.snapshots.known(instance),
-            what=f"fence of task {record.task_id!r} of {record.instance_id!r}",
+        data, version = await self.snapshots.swap(
+            instance, decide, what=f"fence of task {record.task_id!r} of {record.instance_id!r}"
         )
         if data is not None and version is not None:
             return self.snapshots.parse(StoredObject(data, version), instance)

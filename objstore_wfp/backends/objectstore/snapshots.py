@@ -12,10 +12,12 @@ import asyncio
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.blobs import Blobs
-from objstore_wfp.backends.objectstore.cas import UNREAD, _Unread
+from objstore_wfp.backends.objectstore.cas import UNREAD, Decision, R, _Unread, compare_and_swap
 from objstore_wfp.backends.objectstore.documents import Snapshot, check_stash, inline, parse_snapshot
 from objstore_wfp.errors import NotFoundError, SerializationError
 from objstore_wfp.model import TaskResult, WorkflowSnapshot
@@ -97,6 +99,21 @@ class Snapshots:
 
     async def current_or_cached(self, instance: str) -> Snapshot | None:
         return self.cached(instance) or await self.read(instance)
+
+    async def swap(
+        self,
+        instance: str,
+        decide: Callable[[StoredObject | None], Awaitable[Decision[R]]],
+        *,
+        what: str,
+        start: StoredObject | _Unread | Literal["remembered"] | None = "remembered",
+    ) -> tuple[R, str | None]:
+        """:func:`compare_and_swap` on the instance's snapshot, starting from the remembered
+        copy (or from ``start``: ``UNREAD`` reads first, ``None`` assumes no object)."""
+        known = self.known(instance) if start == "remembered" else start
+        return await compare_and_swap(
+            self.store, layout.snapshot_key(instance), decide, known=known, what=what
+        )
 
     # -- decoding ----------------------------------------------------------------------------
     async def materialize(self, stored: Snapshot) -> WorkflowSnapshot:

@@ -8,6 +8,8 @@ cancellation request carry over, and large values go to blobs of the incarnation
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -125,6 +127,17 @@ class Composer:
             },
         )
         return dumps(doc), ready, reserved
+
+    @contextlib.asynccontextmanager
+    async def discarded_on_error(self) -> AsyncIterator[None]:
+        """On any error (the write refused, or the caller cancelled), delete the entries and
+        blobs this composer wrote: no stored document references them."""
+        try:
+            yield
+        except BaseException:
+            await self.index.delete_quietly(self.entries)
+            await self.drop_unused_blobs(None)
+            raise
 
     def leftovers(self, final_ready: dict[str, str]) -> list[str]:
         """Entries this composer wrote that the written document does not reference."""
