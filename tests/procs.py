@@ -624,7 +624,7 @@ async def crash_workload(backend: ObjectStoreBackend) -> None:
     step = await backend.claim_task("crash/chain", "s1", "w", hour)
     assert step is not None
     _, reserved = await backend.record_and_advance(step, _BIG + b"s1", _to("s2"), reserve=hour)
-    assert reserved == "s2"
+    assert reserved == ["s2"]
     step = await backend.claim_task("crash/chain", "s2", "w", hour)
     assert step is not None
     await backend.record_and_advance(step, b"s2 out", _to("s3"))
