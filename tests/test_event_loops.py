@@ -29,10 +29,14 @@ from objstore_wfp import AtTask, ObjectStoreBackend, WorkflowSnapshot
 from objstore_wfp.runtime import Flow, Worker
 from tests.leaks import Usage, no_complaints, open_sessions
 
-#: One leaked client per call breaks these by orders of magnitude (see the module docstring).
+#: Measured (2026-11-30, 1,000 calls): fds +0 on every store; RSS up to +17 MiB on moto
+#: (botocore makes a client per loop; the allocator keeps some), +0 on Azurite and
+#: fake-gcs-server; traced within +-4 KB over 200 calls once caches are warm (+0.2 MiB while
+#: they fill). The code before this test leaked a client and its session per call: about
+#: 0.8 MB of RSS and one unclosed session each, hundreds of MB over 1,000 calls.
 FD_SLACK = 4
-RSS_SLACK = 40 * 2**20
-TRACED_SLACK = 3 * 2**20
+RSS_SLACK = 64 * 2**20
+TRACED_SLACK = 2**20
 
 
 @dataclass(frozen=True)
@@ -115,11 +119,14 @@ def test_a_thousand_successive_asyncio_runs(target: Target) -> None:
         for _ in range(50):  # warm-up: imports, caches, the allocator's arenas
             asyncio.run(call())
         before = Usage.now()
-        for _ in range(800):
+        for _ in range(600):
             asyncio.run(call())
-        # tracemalloc slows every allocation down several times: it watches the last 200 calls.
+        # tracemalloc slows every allocation down several times: it watches the last 200 calls,
+        # after 200 more that let the bounded caches (botocore's LRUs) refill with traced entries.
         tracemalloc.start()
         try:
+            for _ in range(200):
+                asyncio.run(call())
             traced = Usage.now()
             for _ in range(200):
                 asyncio.run(call())
