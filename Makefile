@@ -16,11 +16,11 @@ $(VENV)/.installed-demo: pyproject.toml
 	@touch $@
 
 # Everything: the cloud stores' SDKs, the demo, and what tests, lint and type checks need.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "== installing objstore-wfp[s3,gcs,azure,obstore,cli,test] into $(VENV) (1-2 minutes on a fresh machine)"
 	@$(BIN)/pip install -q --disable-pip-version-check "$(PIP_MIN)"
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[s3,gcs,azure,obstore,cli,test]"
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[s3,gcs,azure,obstore,cli,test]"
 	@touch $@ $(VENV)/.installed-demo
 
 venv: $(VENV)/.installed
