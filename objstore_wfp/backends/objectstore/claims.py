@@ -149,7 +149,7 @@ class Claims:
             current = stored if stored is not None and stored.incarnation == incarnation else None
             slot = current.ready.get(task_id) if current is not None else None
             if current is not None and slot is not None:
-                if layout.slot_kind(slot) == layout.LEASED and slot_due_us(slot) > epoch_us(now):
+                if _reserved(current, task_id, now):
                     entry = layout.ready_key(slot, instance, task)  # kept for this claimer
                 elif placed:
                     entry = placed[0]
@@ -202,10 +202,9 @@ class Claims:
             stale += old_slot
         elif record.entry is None and current is not None and task_id in current.ready:
             # Made ready by a write that landed before this early claim's fence: move its entry.
-            moved = await self.index.lease(current, instance, task_id, record.expires_at, also=None)
-            if moved is not None:
-                record = replace(record, entry=moved)
-                version = await self._record_entry(key, record, version)
+            moved = await self.index.move(current, instance, task_id, record.expires_at)
+            record = replace(record, entry=moved)
+            version = await self._record_entry(key, record, version)
         await self.index.delete_quietly(k for k in stale if k is not None and k != record.entry)
         self._remember(key, record, version)
         return record.public()

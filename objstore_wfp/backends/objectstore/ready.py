@@ -87,33 +87,14 @@ class ReadyIndex:
         with self._lock:
             return self._seen.get((instance, task))
 
-    async def lease(
-        self,
-        stored: Snapshot | None,
-        instance: str,
-        task_id: str,
-        due: datetime | None,
-        *,
-        also: str | None,
-        now: datetime | None = None,
-    ) -> str | None:
-        """Move ``task_id``'s entries to ``due`` (a claim's expiry, ``None`` for never; or now,
-        to offer a released task at once): write a leased entry, then delete the one ``stored``
-        references, the one a poll offered, and ``also``. Given ``now``, an entry ``stored``
-        references that is already leased into the future (kept for a worker that chains to
-        this task) is kept as it is. Returns the leased entry's key, or ``None`` when the task
-        is not ready in ``stored``."""
+    async def move(self, stored: Snapshot, instance: str, task_id: str, due: datetime | None) -> str:
+        """Move the entries of ``task_id`` (ready in ``stored``) to ``due`` (``None``: never):
+        write a leased entry, then delete the one ``stored`` references and the one a poll
+        offered. Returns the leased entry's key."""
         task = layout.encode_id(task_id)
-        if stored is None or task_id not in stored.ready:
-            # Nothing to offer: only clear what earlier claims of the task placed.
-            await self.delete_quietly(k for k in (self.seen(instance, task), also) if k is not None)
-            return None
-        slot = stored.ready[task_id]
-        if now is not None and layout.slot_kind(slot) == layout.LEASED and slot_due_us(slot) > epoch_us(now):
-            return layout.ready_key(slot, instance, task)
         key = layout.ready_key(self.leased_slot(stored.priority, due), instance, task)
         await self.put([key])
-        old = [layout.ready_key(slot, instance, task), self.seen(instance, task), also]
+        old = [layout.ready_key(stored.ready[task_id], instance, task), self.seen(instance, task)]
         await self.delete_quietly(k for k in old if k is not None and k != key)
         with self._lock:
             self._seen.pop((instance, task), None)
