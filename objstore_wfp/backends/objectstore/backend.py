@@ -204,7 +204,7 @@ class ObjectStoreBackend(PersistentBackend):
 
         async def decide(found: StoredObject | None) -> Write[tuple[bytes, Snapshot | None]]:
             old = self._parse_for_overwrite(found, instance, snapshot)
-            if create_only and found is not None:
+            if create_only and found is not None and not self._tombstone(found, instance):
                 raise ConflictError(f"instance {snapshot.instance_id!r} already exists")
             if old is not None and old.terminal:
                 raise ConflictError(f"instance {snapshot.instance_id!r} is {old.state}; its state is final")
@@ -240,6 +240,13 @@ class ObjectStoreBackend(PersistentBackend):
             log.warning("overwriting unreadable snapshot of %r", snapshot.instance_id)
             return None
 
+    def _tombstone(self, found: StoredObject, instance: str) -> bool:
+        try:
+            stored = self._snapshots.parse(found, instance, tombstone=True)
+        except SerializationError:
+            return False
+        return stored is not None and stored.deleted
+
     async def _after_write(
         self, composer: Composer, old: Snapshot | None, written: Snapshot, holding: ClaimRecord | None = None
     ) -> None:
@@ -266,9 +273,15 @@ class ObjectStoreBackend(PersistentBackend):
         deleted incarnation is dead anyway.
 
         ``if_version``: delete only that version (a copy the caller judged), else raise
-        ``ConflictError``: a tool that decided from a read never removes what replaced it. On a
-        store without conditional delete (LocalStack) a replace landing between the check and
-        the delete can still be removed. Raises ``NotFoundError``."""
+        ``ConflictError``: a tool that decided from a read never removes what replaced it.
+
+        On a store without conditional delete (LocalStack, fake-gcs-server) the snapshot first
+        becomes a tombstone by compare-and-swap, then is deleted: a write of the old incarnation
+        made from an older copy is then refused by the store, even on an emulator whose delete is
+        not atomic with a concurrent conditional write (fake-gcs-server lets such a write
+        resurrect the object it deleted). A replace landing between the tombstone and the delete
+        can still be removed there; a crash between them leaves the id listed, but not loadable,
+        until it is deleted again. Raises ``NotFoundError``."""
         check_ids(instance_id)
         await self._ready()
         instance = layout.encode_id(instance_id)
@@ -281,10 +294,10 @@ class ObjectStoreBackend(PersistentBackend):
             if if_version is not None and found.version != if_version:
                 raise ConflictError(f"instance {instance_id!r} moved since version {if_version!r}")
             try:
-                stored: Snapshot | None = self._snapshots.parse(found, instance)
+                stored: Snapshot | None = self._snapshots.parse(found, instance, tombstone=True)
             except SerializationError:
                 stored = None  # unreadable: repair() removes what it referenced
-            if await self._delete_version(key, found.version):
+            if await self._delete_version(key, found, stored):
                 break
         self._snapshots.forget(key)
         if stored is None:
@@ -296,12 +309,17 @@ class ObjectStoreBackend(PersistentBackend):
         blobs = [o.key async for o in self.store.list(layout.blob_prefix(instance, stored.incarnation))]
         await self._index.delete_quietly(blobs)
 
-    async def _delete_version(self, key: str, version: str) -> bool:
+    async def _delete_version(self, key: str, found: StoredObject, stored: Snapshot | None) -> bool:
+        """Delete ``found`` if it is still the current version; ``False`` if it moved."""
         if self.store.supports_conditional_delete:
             try:
-                return await self.store.delete_if_version(key, version)
+                return await self.store.delete_if_version(key, found.version)
             except UnsupportedStoreError:
                 pass  # an unprobed store just told the adapter it cannot delete conditionally
+        if stored is not None and not stored.deleted:
+            written = await self.store.put_if_version(key, stored.encode(deleted=True), found.version)
+            if written is None:
+                return False
         await self.store.delete(key)
         return True
 

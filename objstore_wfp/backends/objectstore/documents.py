@@ -89,6 +89,8 @@ class Snapshot:
     fences: dict[str, int]  # task id -> lowest token a fenced write may carry
     cancel: JSON | None
     priority: int
+    #: A tombstone: the last copy of a deleted instance (see ``ObjectStoreBackend.delete_snapshot``).
+    deleted: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -140,6 +142,7 @@ def parse_snapshot(obj: StoredObject, key: str) -> Snapshot:
         fences,
         cancel,
         r.integer("priority"),
+        doc.get("deleted") is True,
     )
 
 

@@ -64,8 +64,9 @@ class Snapshots:
         return UNREAD if entry is None else entry[0]
 
     # -- reading -----------------------------------------------------------------------------
-    def parse(self, found: StoredObject | None, instance: str) -> Snapshot | None:
-        """Parse what a read or a compare-and-swap saw at ``instance``'s key, and remember it."""
+    def parse(self, found: StoredObject | None, instance: str, *, tombstone: bool = False) -> Snapshot | None:
+        """Parse what a read or a compare-and-swap saw at ``instance``'s key, and remember it.
+        A tombstone is an absent instance (``None``), unless ``tombstone`` asks for it."""
         key = layout.snapshot_key(instance)
         if found is None:
             self.forget(key)
@@ -78,6 +79,9 @@ class Snapshots:
         if layout.encode_id(stored.instance_id) != instance:
             # A copied or misplaced object: answering with it would act on another instance.
             raise SerializationError(f"{key}: holds the snapshot of instance {stored.instance_id!r}")
+        if stored.deleted:
+            self.forget(key)
+            return stored if tombstone else None
         self.remember(found, stored)
         return stored
 
