@@ -12,16 +12,15 @@ server to see it in every run.
 The first claim of a task is an ``If-None-Match: *`` PUT, so two workers can both win token 1
 and both run the task; the second result then conflicts: 121 executions, 120 recordings.
 
-Consequence: on moto_server, tests may rely on conditional writes only while one writer at a
-time contends for a key (single-process sweeps, sequential takeovers); races of many concurrent
-writers on one key (test_races, the 4-worker benchmarks) can see two winners. LocalStack and
-Azurite, asked the same, gave exactly one winner in every round: use them for such races.
+Consequence: the ``moto_s3`` fixture runs moto_server with its object PUTs and DELETEs
+serialised (``tests.servers.s3.moto_command``), as S3 serialises them; the same switching server
+then gives one winner in every round, like LocalStack and Azurite. (The benchmarks run moto as
+released: a race there can still show two winners.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import uuid
 from collections import Counter
@@ -37,7 +36,7 @@ import pytest
 
 from objstore_wfp import AtTask, ObjectStoreBackend, WorkflowSnapshot
 from tests.servers.azure import AzuriteServer
-from tests.servers.s3 import REGION, S3Endpoint, moto_process
+from tests.servers.s3 import REGION, S3Endpoint, moto_command, moto_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -53,10 +52,16 @@ Attempt = Callable[[str, bytes], bool]
 
 @pytest.fixture(scope="module")
 def switchy_moto() -> Iterator[S3Endpoint]:
-    """moto_server switching threads every microsecond (default 5 ms): same code, races
-    between its check and its write become frequent enough to see in seconds."""
-    code = "import sys; sys.setswitchinterval(1e-6); from moto.server import main; main(sys.argv[1:])"
-    with moto_process([sys.executable, "-c", code], "switchy-moto") as endpoint:
+    """moto_server as released, switching threads every microsecond (default 5 ms): same code,
+    races between its check and its write become frequent enough to see in seconds."""
+    with moto_process(moto_command(atomic=False, switch=1e-6), "switchy-moto") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def switchy_atomic_moto() -> Iterator[S3Endpoint]:
+    """The same, with the serialisation the ``moto_s3`` fixture adds."""
+    with moto_process(moto_command(atomic=True, switch=1e-6), "switchy-atomic-moto") as endpoint:
         yield endpoint
 
 
@@ -194,10 +199,14 @@ async def test_two_first_claims_of_one_task_can_both_win_on_moto(switchy_moto: S
         assert {c.token for c in split} == {1}
 
 
-@pytest.mark.parametrize("server", ["localstack", "azurite"])
+@pytest.mark.parametrize("server", ["localstack", "azurite", "switchy_atomic_moto"])
 def test_other_servers_give_one_winner_per_round(request: pytest.FixtureRequest, server: str) -> None:
+    """LocalStack, Azurite, and moto_server as the ``moto_s3`` fixture runs it (with the thread
+    switching that splits plain moto's rounds)."""
     if server == "localstack":
         create, replacing = _s3_attempts(request.getfixturevalue("localstack_s3"))
+    elif server == "switchy_atomic_moto":
+        create, replacing = _s3_attempts(request.getfixturevalue(server))
     else:
         create, replacing = _azure_attempts(request.getfixturevalue("azurite"))
     found = _winners(create, replacing, CHECK_ROUNDS, until_split=False)

@@ -159,17 +159,41 @@ def moto_process(command: list[str], name: str = "moto") -> Iterator[S3Endpoint]
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+#: moto_server with its object writes and deletes serialised, as S3 serialises them. moto's own
+#: conditional PUT and DELETE are check-then-act across its request threads
+#: (``tests/test_store_atomicity.py``): two racing ``If-None-Match: *`` PUTs can both win there,
+#: which real S3 never allows, and a race test would then fail for moto's sake. Every other line
+#: of moto runs unchanged. ``switch`` makes the server switch threads every ``switch`` seconds
+#: (Python's default is 5 ms), to make races in the server visible.
+def moto_command(*, atomic: bool = True, switch: float | None = None) -> list[str]:
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        service_unavailable("moto_server not found: pip install 'moto[server]'")
+    lines = ["import sys, threading"]
+    if switch is not None:
+        lines.append(f"sys.setswitchinterval({switch!r})")
+    if atomic:
+        lines += [
+            "from moto.s3.responses import S3Response",
+            "lock = threading.Lock()",
+            "def serial(method):",
+            "    def run(self, *args, **kwargs):",
+            "        with lock:",
+            "            return method(self, *args, **kwargs)",
+            "    return run",
+            "S3Response._key_response_put = serial(S3Response._key_response_put)",
+            "S3Response._key_response_delete = serial(S3Response._key_response_delete)",
+        ]
+    lines += ["from moto.server import main", "main(sys.argv[1:])"]
+    return [sys.executable, "-c", "\n".join(lines)]
+
+
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[S3Endpoint]:
-    """A ``moto_server`` process (moto's S3, run out of process so its condition checks are not
-    interleaved with the test's threads)."""
-    binary = Path(sys.executable).parent / "moto_server"
-    if not binary.exists():
-        found = shutil.which("moto_server")
-        if found is None:
-            service_unavailable("moto_server not found: pip install 'moto[server]'")
-        binary = Path(found)
-    with moto_process([str(binary)]) as endpoint:
+    """A ``moto_server`` process with atomic conditional writes (:func:`moto_command`), run out
+    of process so its work is not interleaved with the test's threads."""
+    with moto_process(moto_command()) as endpoint:
         yield endpoint
 
 
