@@ -24,7 +24,7 @@ import pytest
 
 from objstore_wfp import AtTask, ManualClock, ObjectStoreBackend, WorkflowSnapshot
 from objstore_wfp.backends import layout
-from objstore_wfp.errors import ClaimLostError
+from objstore_wfp.errors import ClaimLostError, NotFoundError
 from tests.backends import StoreTarget, local_store_target, store_target
 from tests.test_zombies import HookStore
 
@@ -97,3 +97,19 @@ async def test_takeover_over_a_dead_claim_fences_the_zombie(cast: Cast) -> None:
     assert cast.hooks.fired == 1, "the takeover was never stepped in"
     assert rescuer_claims
     assert await cast.client.load_task_result(INSTANCE, TASK) is None
+
+
+async def test_a_claim_of_a_deleted_incarnation_cannot_be_renewed(cast: Cast) -> None:
+    """The same stale cache hands out the dead claim and renews it. semantics.md: a claim of
+    another incarnation than the current one is dead: ``extend_task_claim`` raises
+    ``NotFoundError``; ``Claims._current`` believes a cached incarnation that agrees."""
+    await cast.client.save_snapshot(_snapshot(b"old"))
+    await cast.stale.load_snapshot(INSTANCE)  # caches the old incarnation
+    await cast.client.delete_snapshot(INSTANCE)
+    await cast.client.save_snapshot(_snapshot(b"new"))
+    dead = await cast.stale.claim_task(INSTANCE, TASK, "stale", TTL)
+    if dead is None:
+        return  # refused at once: fine
+    assert await cast.client.list_claims(INSTANCE) == []  # dead indeed
+    with pytest.raises(NotFoundError):
+        await cast.stale.extend_task_claim(INSTANCE, TASK, "stale", TTL)
