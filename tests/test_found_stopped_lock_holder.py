@@ -9,7 +9,8 @@ nobody (fencing handles it). On local disk every compare-and-swap (a heartbeat, 
 a fenced record) waits in ``fcntl.flock(LOCK_EX)`` with no timeout, in a thread that
 ``asyncio.wait_for`` cannot stop either, so the waiting worker's thread pool slowly fills with
 threads blocked forever. Expected: the takeover succeeds once the lease has expired, whatever the
-stopped holder does (or, at least, fails with a typed error within a bounded time).
+stopped holder does (as on the object stores). Ctrl-Z on an ``objstore-wfp worker`` in a terminal
+(SIGTSTP) does the same.
 """
 
 from __future__ import annotations
