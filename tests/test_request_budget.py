@@ -73,12 +73,15 @@ OPERATION_COSTS: dict[str, dict[str, int]] = {
     # is created (create-if-absent).
     "claim (first claim of a task)": {"get": 1, "put": 1, "delete": 1, "put_if_absent": 1},
     "claim (task held: refused)": {"get": 1},
-    "extend (a heartbeat)": {"put_if_version": 1},
+    # The snapshot is read fresh: a claim of an incarnation deleted since must not be renewed
+    # (a cached copy may still hold that incarnation).
+    "extend (a heartbeat)": {"get": 1, "put_if_version": 1},
     # One fenced compare-and-swap, then the leased entry goes (the fresh one went at the claim).
     "save_task_result (with claim)": {"put_if_version": 1, "delete": 1},
     # The task is no longer ready (its result is recorded): no entry to put. The snapshot (the
-    # cache was dropped by the result) and the claim are read; the claim's entry is deleted.
-    "release": {"get": 2, "put_if_version": 1, "delete": 1},
+    # cache was dropped by the result) and the claim are read, and the snapshot again fresh (as
+    # for extend); the claim's entry is deleted.
+    "release": {"get": 3, "put_if_version": 1, "delete": 1},
     # The claim's read and compare-and-swap, then its token is published.
     "claim (after a release)": {"get": 1, "put_if_version": 2},
     "load (no blobs)": {"get": 1},

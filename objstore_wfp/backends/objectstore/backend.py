@@ -264,7 +264,7 @@ class ObjectStoreBackend(PersistentBackend):
     async def load_snapshot(self, instance_id: str) -> WorkflowSnapshot:
         check_ids(instance_id)
         await self._ready()
-        return await self._snapshots.materialize(await self._snapshots.read_existing(instance_id))
+        return await self._snapshots.reading(instance_id, self._snapshots.materialize)
 
     async def delete_snapshot(self, instance_id: str, *, if_version: str | None = None) -> None:
         """Delete the snapshot (conditionally on the copy read, where the store can), then what
@@ -273,7 +273,8 @@ class ObjectStoreBackend(PersistentBackend):
         deleted incarnation is dead anyway.
 
         ``if_version``: delete only that version (a copy the caller judged), else raise
-        ``ConflictError``: a tool that decided from a read never removes what replaced it.
+        ``ConflictError``: a tool that decided from a read never removes what replaced it. A
+        store without conditional delete cannot promise that: ``UnsupportedStoreError``.
 
         On a store without conditional delete (LocalStack, fake-gcs-server) the snapshot first
         becomes a tombstone by compare-and-swap, then is deleted: a write of the old incarnation
@@ -284,6 +285,11 @@ class ObjectStoreBackend(PersistentBackend):
         until it is deleted again. Raises ``NotFoundError``."""
         check_ids(instance_id)
         await self._ready()
+        if if_version is not None and not self.store.supports_conditional_delete:
+            raise UnsupportedStoreError(
+                f"{self.store.url} cannot delete conditionally, so delete_snapshot(if_version=) could "
+                "remove an instance that replaced the one judged; delete without if_version"
+            )
         instance = layout.encode_id(instance_id)
         key = layout.snapshot_key(instance)
         while True:
@@ -387,9 +393,12 @@ class ObjectStoreBackend(PersistentBackend):
     async def load_task_result(self, instance_id: str, task_id: str) -> bytes | None:
         check_ids(instance_id, task_id)
         await self._ready()
-        stored = await self._snapshots.read_existing(instance_id)
-        value = stored.results.get(task_id)
-        return None if value is None else await self._blobs.unstash(value, f"{stored.key} result {task_id!r}")
+        async def result(stored: Snapshot) -> bytes | None:
+            value = stored.results.get(task_id)
+            what = f"{stored.key} result {task_id!r}"
+            return None if value is None else await self._blobs.unstash(value, what)
+
+        return await self._snapshots.reading(instance_id, result)
 
     async def record_and_advance(
         self,

@@ -19,6 +19,11 @@ def epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+class MissingBlobError(SerializationError):
+    """A referenced blob is absent: the copy that referenced it may have been deleted or
+    replaced meanwhile (see :meth:`.snapshots.Snapshots.reading`), else the store is damaged."""
+
+
 class Blobs:
     """Stores values above ``inline_limit`` bytes as blobs; reads and checks them back."""
 
@@ -52,7 +57,7 @@ class Blobs:
             return inline(value, what)
         found = await self.store.get(value["blob"])
         if found is None:
-            raise SerializationError(f"{what}: blob {value['blob']!r} is missing")
+            raise MissingBlobError(f"{what}: blob {value['blob']!r} is missing")
         if len(found.data) != value["size"] or digest(found.data) != value["digest"]:
             raise SerializationError(f"{what}: blob {value['blob']!r} does not match its digest")
         return found.data

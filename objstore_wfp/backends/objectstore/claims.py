@@ -88,11 +88,9 @@ class Claims:
         return None if found is None else parse_claim(found, key)
 
     async def _current(self, instance: str, incarnation: str | None) -> bool:
-        """Whether ``incarnation`` is the instance's current one (``None``: no snapshot exists).
-        A cached copy that disagrees is checked against a fresh read before it is believed."""
-        stored = self.snapshots.cached(instance)
-        if stored is None or stored.incarnation != incarnation:
-            stored = await self.snapshots.read(instance)
+        """Whether ``incarnation`` is the instance's current one (``None``: no snapshot exists),
+        on a fresh read: a cached copy may hold an incarnation deleted since."""
+        stored = await self.snapshots.read(instance)
         return (stored.incarnation if stored is not None else None) == incarnation
 
     async def holding(self, claim: TaskClaim) -> ClaimRecord:
@@ -131,16 +129,15 @@ class Claims:
             replaced.clear()
             if found is not None:
                 old = parse_claim(found, key)
-                if old.live(now):
-                    if old.incarnation == incarnation:
-                        return Keep(None)
-                    # A live claim of another incarnation is dead, but believe a cached
-                    # incarnation only after a fresh read: stealing a live claim of the current
-                    # one would break mutual exclusion. Incarnation ids are never reused.
+                if old.incarnation != incarnation:
+                    # Believe a cached incarnation that disagrees with the claim only after a
+                    # fresh read: stealing a live claim of the current one would break mutual
+                    # exclusion, and a claim bound to a deleted one is dead on arrival.
+                    # Incarnation ids are never reused.
                     fresh = await self.snapshots.read(instance)
                     incarnation = fresh.incarnation if fresh is not None else None
-                    if old.incarnation == incarnation:
-                        return Keep(None)
+                if old.live(now) and old.incarnation == incarnation:
+                    return Keep(None)
                 replaced.append(old)
             token = replaced[0].token + 1 if replaced else 1
             expires = None if ttl is None else expiry(now, ttl)
@@ -187,11 +184,13 @@ class Claims:
             await self.index.delete_quietly(placed)  # moved for nothing: the winner has its own
             return None
         current = stored if stored is not None and stored.incarnation == record.incarnation else None
-        # Publish the token where a fenced write will see it: after a takeover or a release (an
-        # older holder of this incarnation exists), and for a task not ready yet (so the write
-        # that makes it ready gives it an index entry whose claim polls check).
+        # Publish the token where a fenced write will see it: whenever this claim replaced one
+        # (an older holder of this incarnation may exist: a takeover, a release, or a claim of
+        # another incarnation written over a holder of this one by a worker with a stale view),
+        # and for a task not ready yet (so the write that makes it ready gives it an index entry
+        # whose claim polls check).
         previous = replaced[0] if replaced and replaced[0].incarnation == record.incarnation else None
-        if record.incarnation is not None and (previous or record.entry is None):
+        if record.incarnation is not None and (replaced or record.entry is None):
             current = await self._publish_fence(instance, record)
         stale = [previous.entry if previous else None, self.index.seen(instance, task)]
         if old_slot and not placed:

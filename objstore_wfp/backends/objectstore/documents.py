@@ -202,9 +202,17 @@ class ClaimRecord:
 
 def parse_claim(obj: StoredObject, key: str) -> ClaimRecord:
     r = open_envelope(loads(obj.data, key), "claim", key)
+    instance_id, task_id = r.text("instance_id"), r.text("task_id")
+    try:
+        placed = layout.claim_key(layout.encode_id(instance_id), layout.encode_id(task_id))
+    except ValueError:  # an illegal id (InvalidIdentifierError is a ValueError)
+        placed = None
+    if placed != key:
+        # A copied or misplaced object: believing it would report or fence another task.
+        raise SerializationError(f"{key}: holds the claim of task {task_id!r} of {instance_id!r}")
     return ClaimRecord(
-        r.text("instance_id"),
-        r.text("task_id"),
+        instance_id,
+        task_id,
         r.opt_text("incarnation"),
         r.opt_text("worker_id"),
         r.integer("token"),

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from objstore_wfp.backends import layout
-from objstore_wfp.backends.objectstore.blobs import Blobs
+from objstore_wfp.backends.objectstore.blobs import Blobs, MissingBlobError
 from objstore_wfp.backends.objectstore.cas import UNREAD, Decision, R, _Unread, compare_and_swap
 from objstore_wfp.backends.objectstore.documents import Snapshot, check_stash, inline, parse_snapshot
 from objstore_wfp.errors import NotFoundError, SerializationError
@@ -93,6 +93,20 @@ class Snapshots:
         if stored is None:
             raise NotFoundError(f"no snapshot for instance {instance_id!r}")
         return stored
+
+    async def reading(self, instance_id: str, use: Callable[[Snapshot], Awaitable[R]]) -> R:
+        """``use`` on the current copy of the instance. A blob missing because a delete or a
+        replace removed it meanwhile is read again from the copy that replaced it (a
+        ``NotFoundError`` if none did); a blob missing from the current copy is damage."""
+        stored = await self.read_existing(instance_id)
+        while True:
+            try:
+                return await use(stored)
+            except MissingBlobError:
+                again = await self.read_existing(instance_id)
+                if again.version == stored.version:
+                    raise
+                stored = again
 
     async def read_quietly(self, instance: str) -> Snapshot | None:
         try:

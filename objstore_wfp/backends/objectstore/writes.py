@@ -18,9 +18,9 @@ from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.blobs import Blobs, blob_keys
 from objstore_wfp.backends.objectstore.documents import Snapshot, Stash, nonce, same
 from objstore_wfp.backends.objectstore.ready import ReadyIndex
-from objstore_wfp.errors import ConflictError
+from objstore_wfp.errors import ConflictError, SerializationError
 from objstore_wfp.model import Completed, WorkflowSnapshot
-from objstore_wfp.model.codec import dumps, envelope, iso, state_to_json
+from objstore_wfp.model.codec import dumps, envelope, iso, loads, state_to_json
 
 
 @dataclass
@@ -121,7 +121,7 @@ class Composer:
                 "state": state,
                 "results": results,
                 "ready": ready,
-                "fences": old.fences if old is not None else {},
+                "fences": _fences(old, ready, results),
                 "cancel": old.cancel if old is not None else None,
                 "w": nonce(),
             },
@@ -131,17 +131,31 @@ class Composer:
     @contextlib.asynccontextmanager
     async def discarded_on_error(self) -> AsyncIterator[None]:
         """On any error (the write refused, or the caller cancelled), delete the entries and
-        blobs this composer wrote: no stored document references them."""
+        blobs this composer wrote that the stored document does not reference. It may reference
+        them: a store can report a conditional write lost that landed (the S3 adapter does when
+        its write was replaced before it could check), and the copy that replaced it keeps them.
+        """
         try:
             yield
         except BaseException:
-            await self.index.delete_quietly(self.entries)
-            await self.drop_unused_blobs(None)
+            stored = await self._stored_doc()
+            kept = _ready_keys(stored.get("ready"), self.instance) if stored is not None else set()
+            await self.index.delete_quietly(k for k in self.entries if k not in kept)
+            await self.drop_unused_blobs(stored)
             raise
+
+    async def _stored_doc(self) -> dict[str, Any] | None:
+        """The instance's stored document as JSON; ``None`` if absent or unreadable."""
+        found = await self.blobs.store.get(layout.snapshot_key(self.instance))
+        try:
+            doc = loads(found.data, "snapshot") if found is not None else None
+        except SerializationError:
+            return None
+        return doc if isinstance(doc, dict) else None
 
     def leftovers(self, final_ready: dict[str, str]) -> list[str]:
         """Entries this composer wrote that the written document does not reference."""
-        used = {layout.ready_key(s, self.instance, layout.encode_id(t)) for t, s in final_ready.items()}
+        used = _ready_keys(final_ready, self.instance)
         return [k for k in self.entries if k not in used]
 
     async def drop_unused_blobs(self, written: dict[str, Any] | None) -> None:
@@ -151,3 +165,27 @@ class Composer:
         for value in self.stashed.values():
             if isinstance(value, dict) and value["blob"] not in used:
                 await self.blobs.drop(value)
+
+
+def _ready_keys(ready: object, instance: str) -> set[str]:
+    """The index entries a document's ``ready`` map references."""
+    if not isinstance(ready, dict):
+        return set()
+    return {
+        layout.ready_key(slot, instance, layout.encode_id(task_id))
+        for task_id, slot in ready.items()
+        if isinstance(task_id, str) and isinstance(slot, str)
+    }
+
+
+def _fences(old: Snapshot | None, ready: dict[str, str], results: dict[str, Stash]) -> dict[str, int]:
+    """``old``'s fences, plus a fence of 0 (refusing no token) for each task that leaves the
+    ready set unfinished: it may be claimed, so when it is ready again its entry must be one
+    that polls check against the claim, not a fresh one (see :meth:`Composer.compose`)."""
+    if old is None:
+        return {}
+    fences = dict(old.fences)
+    for task_id in old.ready:
+        if task_id not in ready and task_id not in results:
+            fences.setdefault(task_id, 0)
+    return fences
