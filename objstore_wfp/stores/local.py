@@ -56,8 +56,7 @@ class _TooLarge(Exception):
     """The object is larger than the caller wants to read inline."""
 
 
-def _version(fd: int, data: bytes) -> str:
-    st = os.fstat(fd)
+def _version(st: os.stat_result, data: bytes) -> str:
     digest = hashlib.blake2b(data, digest_size=8).hexdigest()
     return f"{st.st_ino:x}.{st.st_mtime_ns:x}.{digest}"
 
@@ -130,15 +129,20 @@ class LocalStore(ConditionalStore):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         try:
-            if limit is not None and os.fstat(fd).st_size > limit:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None  # a directory where an object would be: no object
+            if limit is not None and st.st_size > limit:
                 raise _TooLarge
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-            data = b"".join(chunks)
-            return StoredObject(data, _version(fd, data))
-        except IsADirectoryError:
-            return None
+            # A published file never changes (writes replace it), so one read asking for a byte
+            # more than its size returns all of it and shows the end: one system call, not two.
+            data = os.read(fd, st.st_size + 1)
+            if len(data) != st.st_size:  # a short read: read on to the end
+                chunks = [data]
+                while chunk := os.read(fd, 1 << 20):
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+            return StoredObject(data, _version(st, data))
         finally:
             os.close(fd)
 
@@ -167,7 +171,7 @@ class LocalStore(ConditionalStore):
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
-            version = _version(fd, data)
+            version = _version(os.fstat(fd), data)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(FileNotFoundError):
@@ -306,24 +310,30 @@ class LocalStore(ConditionalStore):
 
     async def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ListedObject]:
         # The walk is lazy and goes in growing batches: a consumer that stops after a few keys
-        # (find_available_tasks) reads a few directories, not the whole tree. The first batch is
-        # walked on the event loop: the walk is mostly Python holding the GIL, so a thread would
-        # not free the loop for its duration anyway, and the hand-off cost more CPU than a
+        # (find_available_tasks) reads a few directories, not the whole tree. The first keys are
+        # walked on the event loop, one at a time (a poll that wants 8 ready entries walks 8,
+        # each two directories deep): the walk is mostly Python holding the GIL, so a thread
+        # would not free the loop for its duration anyway, and the hand-off cost more CPU than a
         # small walk (benchmarks/storecpu.py). Longer listings go on in a thread.
         keys = _iter_keys(self._root, prefix)
+        for _ in range(_FIRST_BATCH):
+            try:
+                key = next(keys, None)
+            except OSError as exc:
+                raise StoreUnavailableError(f"{self.url}: {exc}") from exc
+            if key is None:
+                return
+            if start_after is None or key > start_after:
+                yield ListedObject(key, None)
         batch = _FIRST_BATCH
-        try:
-            chunk = _take(keys, batch)
-        except OSError as exc:
-            raise StoreUnavailableError(f"{self.url}: {exc}") from exc
         while True:
+            batch = min(batch * 4, _MAX_BATCH)
+            chunk = await self._run(_take, keys, batch)
             for key in chunk:
                 if start_after is None or key > start_after:
                     yield ListedObject(key, None)
             if len(chunk) < batch:
                 return
-            batch = min(batch * 4, _MAX_BATCH)
-            chunk = await self._run(_take, keys, batch)
 
 
 def _take(keys: Iterator[str], n: int) -> list[str]:
