@@ -116,3 +116,34 @@ def test_local_directory_pruning_is_safe_across_processes(tmp_path: Path) -> Non
     for p in procs:
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+
+
+async def test_local_write_survives_a_temporary_name_in_use(tmp_path: Path) -> None:
+    # Temporary names are a per-store tag and a counter; a forked copy of the store would draw
+    # the same ones. A name in use must cost a new tag, never the write.
+    store = LocalStore(tmp_path)
+    await store.put("d/warm", b"0")  # makes the directory
+    following = next(store._count) + 1  # the number the next write's temporary name takes
+    stray = tmp_path / "d" / f".k.{store._tag}{following:x}.tmp"
+    stray.write_bytes(b"another writer's")
+    assert await store.put_if_absent("d/k", b"mine") is not None
+    found = await store.get("d/k")
+    assert found is not None and found.data == b"mine"
+    assert stray.read_bytes() == b"another writer's"
+
+
+async def test_local_long_listing_across_batches(tmp_path: Path) -> None:
+    # The first keys are walked on the event loop one at a time, the rest in growing batches
+    # in a thread: every key comes once, in byte order, also when the consumer stops early.
+    store = LocalStore(tmp_path)
+    keys = sorted(f"ready/{i % 3}/{i:04d}.r/inst/t{i}" for i in range(100))
+    for key in keys:
+        await store.put(key, b"")
+    assert [o.key async for o in store.list("ready/")] == keys
+    assert [o.key async for o in store.list("ready/", start_after=keys[49])] == keys[50:]
+    first = []
+    async for obj in store.list("ready/"):
+        first.append(obj.key)
+        if len(first) == 8:
+            break
+    assert first == keys[:8]

@@ -56,13 +56,12 @@ class _TooLarge(Exception):
     """The object is larger than the caller wants to read inline."""
 
 
-def _version(fd: int, data: bytes) -> str:
-    st = os.fstat(fd)
+def _version(st: os.stat_result, data: bytes) -> str:
     digest = hashlib.blake2b(data, digest_size=8).hexdigest()
     return f"{st.st_ino:x}.{st.st_mtime_ns:x}.{digest}"
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -78,6 +77,11 @@ class LocalStore(ConditionalStore):
         # Reads join strings: building a Path per read costs more than reading a small file.
         self._prefix = f"{self._root}{os.sep}"
         self._locks = f"{self._prefix}.locks{os.sep}"
+        # Temporary names are this store's random tag and a counter: a random name per write
+        # cost a getrandom call each. O_EXCL still refuses a name in use (a forked copy of this
+        # store, say), and then the tag is drawn anew.
+        self._tag = secrets.token_hex(4)
+        self._count = itertools.count()
         try:
             (self._root / ".locks").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -97,9 +101,6 @@ class LocalStore(ConditionalStore):
             return await asyncio.to_thread(fn, *args)
         except OSError as exc:
             raise StoreUnavailableError(f"{self.url}: {exc}") from exc
-
-    def _path(self, key: str) -> Path:
-        return self._root / key
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:
@@ -128,47 +129,62 @@ class LocalStore(ConditionalStore):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         try:
-            if limit is not None and os.fstat(fd).st_size > limit:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None  # a directory where an object would be: no object
+            if limit is not None and st.st_size > limit:
                 raise _TooLarge
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-            data = b"".join(chunks)
-            return StoredObject(data, _version(fd, data))
-        except IsADirectoryError:
-            return None
+            # A published file never changes (writes replace it), so one read asking for a byte
+            # more than its size returns all of it and shows the end: one system call, not two.
+            data = os.read(fd, st.st_size + 1)
+            if len(data) != st.st_size:  # a short read: read on to the end
+                chunks = [data]
+                while chunk := os.read(fd, 1 << 20):
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+            return StoredObject(data, _version(st, data))
         finally:
             os.close(fd)
 
-    def _write_temp(self, path: Path, data: bytes) -> tuple[Path, str]:
-        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    def _write_temp(self, path: str, data: bytes) -> tuple[str, str]:
+        """Write ``data`` to a new fsynced temporary file beside ``path``; returns its path and
+        the version it will have once published."""
+        directory, _, name = path.rpartition(os.sep)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         for attempt in range(_MKDIR_ATTEMPTS):
+            temp = f"{directory}{os.sep}.{name}.{self._tag}{next(self._count):x}.tmp"
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(temp, flags, 0o644)
                 break
+            except FileExistsError:
+                self._tag = secrets.token_hex(4)
             except FileNotFoundError:
-                # A delete pruned the (then empty) directory between mkdir and open: again.
+                # The directory is new, or a delete pruned it (then empty) meanwhile: make it.
                 if attempt == _MKDIR_ATTEMPTS - 1:
                     raise
+                with contextlib.suppress(FileNotFoundError):  # pruned again while made
+                    os.makedirs(directory, exist_ok=True)
+        else:
+            raise FileExistsError(errno.EEXIST, "no free temporary name", temp)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
-            version = _version(fd, data)
+            version = _version(os.fstat(fd), data)
         except BaseException:
             os.close(fd)
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
             raise
         os.close(fd)
         return temp, version
 
     def _replace(self, key: str, data: bytes) -> str:
-        path = self._path(key)
+        path = self._prefix + key
         temp, version = self._write_temp(path, data)
         os.replace(temp, path)
-        _fsync_dir(path.parent)
+        _fsync_dir(os.path.dirname(path))
         return version
 
     # -- interface -----------------------------------------------------------------------------
@@ -195,20 +211,20 @@ class LocalStore(ConditionalStore):
             return None  # a lost race for a claim: no temporary file, no fsync, no thread
 
         def work() -> str | None:
-            path = self._path(key)
+            path = self._prefix + key
             temp, version = self._write_temp(path, data)
             try:
                 os.link(temp, path)
             except FileExistsError:
-                if path.is_dir():
+                if os.path.isdir(path):
                     # Not "the object exists" (a get reads it as missing): no retry can succeed.
                     raise IsADirectoryError(
-                        errno.EISDIR, "a directory is where an object belongs", str(path)
+                        errno.EISDIR, "a directory is where an object belongs", path
                     ) from None
                 return None
             finally:
-                temp.unlink()
-            _fsync_dir(path.parent)
+                os.unlink(temp)
+            _fsync_dir(os.path.dirname(path))
             return version
 
         return await self._run(work)
@@ -245,32 +261,33 @@ class LocalStore(ConditionalStore):
         return await self._run(work)
 
     def _unlink(self, key: str) -> None:
-        path = self._path(key)
+        path = self._prefix + key
         try:
-            path.unlink()
+            os.unlink(path)
         except FileNotFoundError:
             return
         except OSError as exc:
             if exc.errno not in (errno.EISDIR, errno.EPERM):
                 raise
             return
+        directory = os.path.dirname(path)
         try:
-            _fsync_dir(path.parent)
+            _fsync_dir(directory)
         except FileNotFoundError:
             return  # another process pruned the emptied directory already
-        self._prune(path.parent)
+        self._prune(directory)
 
-    def _prune(self, directory: Path) -> None:
+    def _prune(self, directory: str) -> None:
         """Remove ``directory`` and its parents while they are empty, up to the root. Without
         this every ready entry ever deleted leaves two empty directories that each listing of
         ``ready/`` walks again. A writer racing with this recreates the directory (see
         ``_write_temp``); a directory holding a file, even a temporary one, is never removed."""
-        while directory != self._root and self._root in directory.parents:
+        while directory.startswith(self._prefix):
             try:
                 os.rmdir(directory)
             except OSError:  # not empty, or already gone: nothing more to prune
                 return
-            directory = directory.parent
+            directory = os.path.dirname(directory)
 
     async def discard_debris(self, older_than: float) -> int:
         """Delete temporary files of writes killed midway (``.<name>.<random>.tmp``) once older
@@ -293,24 +310,30 @@ class LocalStore(ConditionalStore):
 
     async def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ListedObject]:
         # The walk is lazy and goes in growing batches: a consumer that stops after a few keys
-        # (find_available_tasks) reads a few directories, not the whole tree. The first batch is
-        # walked on the event loop: the walk is mostly Python holding the GIL, so a thread would
-        # not free the loop for its duration anyway, and the hand-off cost more CPU than a
+        # (find_available_tasks) reads a few directories, not the whole tree. The first keys are
+        # walked on the event loop, one at a time (a poll that wants 8 ready entries walks 8,
+        # each two directories deep): the walk is mostly Python holding the GIL, so a thread
+        # would not free the loop for its duration anyway, and the hand-off cost more CPU than a
         # small walk (benchmarks/storecpu.py). Longer listings go on in a thread.
         keys = _iter_keys(self._root, prefix)
+        for _ in range(_FIRST_BATCH):
+            try:
+                key = next(keys, None)
+            except OSError as exc:
+                raise StoreUnavailableError(f"{self.url}: {exc}") from exc
+            if key is None:
+                return
+            if start_after is None or key > start_after:
+                yield ListedObject(key, None)
         batch = _FIRST_BATCH
-        try:
-            chunk = _take(keys, batch)
-        except OSError as exc:
-            raise StoreUnavailableError(f"{self.url}: {exc}") from exc
         while True:
+            batch = min(batch * 4, _MAX_BATCH)
+            chunk = await self._run(_take, keys, batch)
             for key in chunk:
                 if start_after is None or key > start_after:
                     yield ListedObject(key, None)
             if len(chunk) < batch:
                 return
-            batch = min(batch * 4, _MAX_BATCH)
-            chunk = await self._run(_take, keys, batch)
 
 
 def _take(keys: Iterator[str], n: int) -> list[str]:

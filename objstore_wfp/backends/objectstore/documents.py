@@ -9,7 +9,8 @@ A claim object holds one task's lease and its token high-water mark.
 from __future__ import annotations
 
 import hashlib
-import secrets
+import os
+import random
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -38,10 +39,17 @@ TERMINAL = frozenset({"completed", "failed", "cancelled"})
 Stash = str | dict[str, Any]
 
 
+#: Seeded from the OS once per process (and again in a forked child, which would otherwise
+#: repeat its parent's draws): a ``secrets`` call per nonce cost a system call each, several
+#: per task. Private, so no ``random.seed()`` elsewhere can make two processes draw alike.
+_nonces = random.Random()
+os.register_at_fork(after_in_child=_nonces.seed)
+
+
 def nonce() -> str:
     """16 random hex digits: written into every object, so no two writes have equal bytes (an
     S3 ETag is the MD5 of the bytes: equal bytes would let a stale compare-and-swap succeed)."""
-    return secrets.token_hex(8)
+    return f"{_nonces.getrandbits(64):016x}"
 
 
 def digest(data: bytes) -> str:
