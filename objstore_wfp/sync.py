@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -43,16 +44,46 @@ class BackgroundLoop:
     """An event loop of its own, running in a daemon thread until :meth:`close` (or until the
     object is garbage-collected, or the interpreter exits). Closing it runs the loop's normal
     shutdown (``asyncio.run``'s), so resources bound to it (store clients) are closed with it.
+
+    ``fork()`` copies this object but not its thread (gunicorn's and Celery's pre-fork workers,
+    ``multiprocessing`` with the fork start method): in the child, the first call starts a new
+    loop thread, and store clients are made anew on it (the parent's are left alone: their
+    connections are the parent's). A loop closed before the fork stays closed.
     """
 
+    _closer: weakref.finalize[..., BackgroundLoop]
+
     def __init__(self, name: str = "objstore-wfp-loop") -> None:
+        self._name = name
+        self._forked = False
+        self._restarting = threading.Lock()
+        self._start()
+        _loops.add(self)
+
+    def _start(self) -> None:
         ready: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = (
             concurrent.futures.Future()
         )
-        thread = threading.Thread(target=_serve, args=(ready,), name=name, daemon=True)
+        thread = threading.Thread(target=_serve, args=(ready,), name=self._name, daemon=True)
         thread.start()
         self._loop, stopping = ready.result()
         self._closer = weakref.finalize(self, _stop, self._loop, stopping, thread)
+
+    def _after_fork_in_child(self) -> None:
+        # The loop's thread did not survive the fork, and its selector and wake-up pipe are
+        # shared with the parent's loop: never touch them here (not even to close them). A
+        # placeholder finalizer keeps ``closed`` meaningful; the next call starts a new loop.
+        self._restarting = threading.Lock()  # a thread of the parent may have held it
+        if self._closer.detach() is not None:
+            self._closer = weakref.finalize(self, _nothing)
+            self._forked = True
+
+    def _restart_if_forked(self) -> None:
+        with self._restarting:
+            if self._forked and self._closer.alive:
+                self._closer.detach()
+                self._start()
+                self._forked = False
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on this loop, block until it is done and return its result (or raise
@@ -71,6 +102,8 @@ class BackgroundLoop:
                 "a synchronous objstore_wfp call from a thread that runs an event loop would block "
                 "that loop: await the async backend here, or call from another thread"
             )
+        if self._forked:
+            self._restart_if_forked()
         if self.closed:
             coroutine.close()
             raise RuntimeError("this BackgroundLoop is closed")
@@ -90,6 +123,23 @@ class BackgroundLoop:
         """Stop the loop (tasks still running are cancelled), close it and join its thread.
         Idempotent."""
         self._closer()
+
+
+#: Every open BackgroundLoop of this process, to be restarted in a forked child.
+_loops: weakref.WeakSet[BackgroundLoop] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for loop in list(_loops):
+        loop._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _nothing() -> None:
+    """The finalizer of a loop inherited through fork: it has nothing of its own to stop."""
 
 
 def _serve(ready: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, asyncio.Event]]) -> None:
@@ -138,6 +188,11 @@ class SyncBackend:
         """See :meth:`BackgroundLoop.run`."""
         return self.loop.run(coroutine)
 
+    @property
+    def supports_create(self) -> bool:
+        """The backend's: whether :meth:`create_snapshot` is one atomic create-if-absent."""
+        return self.backend.supports_create
+
     # -- snapshots ---------------------------------------------------------------------------
     def save_snapshot(self, snapshot: WorkflowSnapshot) -> str:
         return self.run(self.backend.save_snapshot(snapshot))
@@ -145,8 +200,16 @@ class SyncBackend:
     def load_snapshot(self, instance_id: str) -> WorkflowSnapshot:
         return self.run(self.backend.load_snapshot(instance_id))
 
-    def delete_snapshot(self, instance_id: str) -> None:
-        self.run(self.backend.delete_snapshot(instance_id))
+    def create_snapshot(self, snapshot: WorkflowSnapshot) -> str:
+        return self.run(self.backend.create_snapshot(snapshot))
+
+    def delete_snapshot(self, instance_id: str, *, if_version: str | None = None) -> None:
+        """``if_version`` is passed on only when given: a backend without it (any but
+        ``ObjectStoreBackend``) then raises ``TypeError``."""
+        if if_version is None:
+            self.run(self.backend.delete_snapshot(instance_id))
+        else:
+            self.run(self.backend.delete_snapshot(instance_id, if_version=if_version))  # type: ignore[call-arg]
 
     def list_snapshots(self) -> list[str]:
         return self.run(self.backend.list_snapshots())
@@ -176,6 +239,28 @@ class SyncBackend:
 
     def find_available_tasks(self, worker_id: str, limit: int) -> list[AvailableTask]:
         return self.run(self.backend.find_available_tasks(worker_id, limit))
+
+    def claim_available(
+        self,
+        worker_id: str,
+        limit: int,
+        ttl: timedelta | None,
+        accept: Callable[[str, str, str], bool] = lambda instance_id, task_id, definition_hash: True,
+    ) -> list[tuple[AvailableTask, TaskClaim]]:
+        """``accept`` is called on the backend's loop thread."""
+        return self.run(self.backend.claim_available(worker_id, limit, ttl, accept))
+
+    def record_and_advance(
+        self,
+        claim: TaskClaim,
+        output: bytes | None,
+        advance: Callable[[WorkflowSnapshot], bool],
+        *,
+        reserve: timedelta | None = None,
+        take: int = 1,
+    ) -> tuple[WorkflowSnapshot, list[str]]:
+        """``advance`` is called on the backend's loop thread."""
+        return self.run(self.backend.record_and_advance(claim, output, advance, reserve=reserve, take=take))
 
     # -- cancellation ------------------------------------------------------------------------
     def request_cancellation(self, instance_id: str, reason: str, requested_by: str) -> None:

@@ -6,12 +6,19 @@ succeed, and the counter would end below the number of swaps that reported succe
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import multiprocessing
+import os
+import re
+import time
 from pathlib import Path
 
 import pytest
 
+from objstore_wfp.errors import StoreUnavailableError
+from objstore_wfp.stores import local
 from objstore_wfp.stores.local import LocalStore
+from tests.test_found_stopped_lock_holder import _lock_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -54,3 +61,33 @@ def test_concurrent_swaps_across_processes_and_threads_lose_no_update(tmp_path: 
     assert int(found.data) == PROCESSES * COROUTINES * INCREMENTS
     # The test only means something if the writers did collide.
     assert sum(int(out.read_text()) for out in outs) > 0
+
+
+def test_every_locked_write_gives_up_on_a_lock_held_too_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A holder that never lets go (stopped, say) costs each write LOCK_WAIT_SECONDS, then a typed
+    # error naming the lock file; the write's thread ends, and nothing was written.
+    monkeypatch.setattr(local, "LOCK_WAIT_SECONDS", 0.3)
+    store = LocalStore(tmp_path / "store")
+    version = asyncio.run(store.put(KEY, b"0"))
+    lock = _lock_file(store.root, KEY)
+    writes = {
+        "put": lambda: store.put(KEY, b"1"),
+        "put_if_version": lambda: store.put_if_version(KEY, b"1", version),
+        "delete_if_version": lambda: store.delete_if_version(KEY, version),
+        "delete": lambda: store.delete(KEY),
+    }
+    holder = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        for name, write in writes.items():
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError, match=re.escape(str(lock))):
+                asyncio.run(write())
+            assert 0.3 <= time.monotonic() - started < 5, name
+    finally:
+        os.close(holder)
+    found = asyncio.run(store.get(KEY))
+    assert found is not None and found.version == version
+    assert asyncio.run(store.put_if_version(KEY, b"1", version)) is not None

@@ -8,13 +8,16 @@ through the wrapper, errors included.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 import signal
 import threading
+import time
 import warnings
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -157,6 +160,44 @@ def test_same_methods_results_and_errors(sync_backend: SyncBackend) -> None:
     assert sync_backend.list_snapshots() == []
 
 
+def test_create_claim_available_record_and_advance_and_conditional_delete() -> None:
+    with SyncBackend.from_url(f"memory://sync-{secrets.token_hex(6)}") as backend:
+        assert backend.supports_create
+        backend.create_snapshot(_ready("order/1"))
+        with pytest.raises(ConflictError):
+            backend.create_snapshot(_ready("order/1"))
+        backend.create_snapshot(_ready("order/2"))
+        won = backend.claim_available("w1", 10, TTL, lambda instance_id, *_: instance_id == "order/1")
+        assert [(task.instance_id, claim.worker_id) for task, claim in won] == [("order/1", "w1")]
+        [(_, claim)] = won
+
+        def finish(snapshot: WorkflowSnapshot) -> bool:
+            snapshot.mark_completed(b"shipped")
+            return True
+
+        saved, ready = backend.record_and_advance(claim, b"paid", finish)
+        assert saved.is_terminal and ready == []
+        assert backend.load_task_result("order/1", "charge") == b"paid"
+        with pytest.raises(ClaimLostError):
+            backend.record_and_advance(replace(claim, token=claim.token - 1), b"paid", finish)
+        stale = backend.load_snapshot("order/2")
+        backend.save_snapshot(backend.load_snapshot("order/2"))
+        with pytest.raises(ConflictError):
+            backend.delete_snapshot("order/2", if_version=stale.version)
+        backend.delete_snapshot("order/2", if_version=backend.load_snapshot("order/2").version)
+        with pytest.raises(NotFoundError):
+            backend.delete_snapshot("order/2", if_version=stale.version)
+        assert backend.list_snapshots() == ["order/1"]
+
+
+def test_conditional_delete_of_a_backend_without_it_is_a_type_error(sync_backend: SyncBackend) -> None:
+    version = sync_backend.save_snapshot(_ready("order/1"))
+    assert not sync_backend.supports_create
+    with pytest.raises(TypeError):
+        sync_backend.delete_snapshot("order/1", if_version=version)
+    assert sync_backend.list_snapshots() == ["order/1"]
+
+
 def test_refuses_calls_from_a_thread_running_a_loop(sync_backend: SyncBackend) -> None:
     async def inside() -> None:
         with pytest.raises(RuntimeError, match="would block"):
@@ -241,6 +282,79 @@ def test_s3_backend_from_many_threads_closes_cleanly(moto_s3: S3Endpoint) -> Non
         backend.close()
         assert open_sessions() == 0
     assert failures == []
+
+
+def _in_child(check: Callable[[], bool], patience: float = 30.0) -> int | None:
+    """Fork; in the child run ``check`` and exit 0 if it holds (1 if not, 2 if it raised).
+    The child's exit code, or ``None`` if it still ran after ``patience`` seconds (then killed)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+        pid = os.fork()
+    if pid == 0:
+        code = 2
+        try:
+            code = 0 if check() else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.timeout(120)
+def test_s3_backend_made_before_fork_works_in_the_child_and_the_parent(moto_s3: S3Endpoint) -> None:
+    # The child makes its own S3 clients on its own loop; the parent's pooled connections
+    # (shared with the child by fork) are left alone there, so the parent goes on using them.
+    bucket = moto_s3.create_bucket("sync-fork")
+    with no_complaints():
+        backend = SyncBackend.from_url(f"s3://{bucket}/s", **moto_s3.storage_options())
+        backend.save_snapshot(_ready("parent"))
+        assert open_sessions() >= 1
+
+        def child() -> bool:
+            backend.save_snapshot(_ready("child"))
+            gc.collect()  # what the child inherited is not collected (and so not closed) either
+            return backend.list_snapshots() == ["child", "parent"]
+
+        assert _in_child(child) == 0
+        for _ in range(5):
+            assert backend.load_snapshot("parent").instance_id == "parent"
+        assert backend.list_snapshots() == ["child", "parent"]
+        backend.close()
+        assert open_sessions() == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_loop_closed_before_fork_stays_closed_in_the_child() -> None:
+    closed, open_ = BackgroundLoop(), BackgroundLoop()
+    closed.close()
+
+    async def pid() -> int:
+        return os.getpid()
+
+    def child() -> bool:
+        try:
+            closed.run(pid())
+        except RuntimeError:
+            pass
+        else:
+            return False
+        works = open_.run(pid()) == os.getpid()
+        open_.close()
+        return works and open_.closed
+
+    try:
+        assert _in_child(child) == 0
+        assert open_.run(pid()) == os.getpid()  # the parent's loop thread is still its own
+    finally:
+        open_.close()
 
 
 def _double(x: int) -> int:

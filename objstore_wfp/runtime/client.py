@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 import uuid
 from collections.abc import Iterable
@@ -24,8 +25,10 @@ from objstore_wfp.sync import BackgroundLoop, SyncBackend
 
 IfExists = Literal["error", "return_existing", "replace"]
 
-#: Claimed (as a task id of the instance) while a submit checks for and writes an instance, so
-#: that concurrent submits of one id are serialised; flows cannot use ids with this prefix.
+#: Claimed (as a task id) while a submit checks for and writes an instance, so that concurrent
+#: submits of one id are serialised; flows cannot use ids with this prefix. The claim is not one
+#: of the instance itself but of a lock instance of its own (:func:`submit_lock_instance`): a
+#: ``replace`` deletes the instance with all its claims, and must not free its lock doing so.
 SUBMIT_LOCK = f"{RESERVED_PREFIX}submit"
 SUBMIT_LOCK_TTL = timedelta(seconds=30)
 #: Create attempts of a ``replace`` submit racing other submits of the same id.
@@ -52,6 +55,14 @@ class WorkflowStatus:
     @property
     def is_terminal(self) -> bool:
         return self.state != "in_progress"
+
+
+def submit_lock_instance(instance_id: str) -> str:
+    """The instance id whose ``SUBMIT_LOCK`` claim serialises submits of ``instance_id``:
+    ``@submit/<32 hex digits>`` (a digest, so that any legal id fits the 512-byte limit). No
+    snapshot is ever saved under it."""
+    digest = hashlib.blake2b(instance_id.encode(), digest_size=16).hexdigest()
+    return f"{SUBMIT_LOCK}/{digest}"
 
 
 class Client:
@@ -93,7 +104,8 @@ class Client:
         snapshot.update_position(start_position(flow))
         if self.backend.supports_create:
             return await self._create(snapshot, if_exists)
-        lock = await self._lock(instance_id)
+        lock_id = submit_lock_instance(instance_id)
+        lock = await self._lock(lock_id)
         try:
             try:
                 await self.backend.load_snapshot(instance_id)
@@ -110,9 +122,9 @@ class Client:
             return instance_id
         finally:
             if lock:
-                # NotFound/ClaimLost: "replace" deleted it with the old instance, or it expired.
+                # NotFound/ClaimLost: it expired (and may have been taken over).
                 with contextlib.suppress(NotFoundError, ClaimLostError):
-                    await self.backend.release_task_claim(instance_id, SUBMIT_LOCK, self.client_id)
+                    await self.backend.release_task_claim(lock_id, SUBMIT_LOCK, self.client_id)
 
     async def _create(self, snapshot: WorkflowSnapshot, if_exists: IfExists) -> str:
         """Submit through the backend's atomic create (two writes on object stores): of
@@ -131,10 +143,10 @@ class Client:
                 await self.backend.delete_snapshot(instance_id)
         raise ConflictError(f"instance {instance_id!r}: gave up replacing it after {SUBMIT_ATTEMPTS} tries")
 
-    async def _lock(self, instance_id: str) -> bool:
+    async def _lock(self, lock_id: str) -> bool:
         deadline = time.monotonic() + SUBMIT_LOCK_TTL.total_seconds()
         while time.monotonic() < deadline:
-            if await self.backend.claim_task(instance_id, SUBMIT_LOCK, self.client_id, SUBMIT_LOCK_TTL):
+            if await self.backend.claim_task(lock_id, SUBMIT_LOCK, self.client_id, SUBMIT_LOCK_TTL):
                 return True
             await asyncio.sleep(0.05)
         # A submitter that died holding the lock lets it expire; by now it has.

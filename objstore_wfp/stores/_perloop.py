@@ -16,6 +16,11 @@ invocation, one loop per thread in a web app) therefore keeps one resource per l
 
 Loops are held weakly: nothing here keeps a loop alive. A loop that is dropped without being
 closed cannot run its hooks, and its resources are then left to the garbage collector.
+
+After ``fork()`` the child starts with no resources: the parent's are kept, untouched, for the
+life of the child. Their sockets and the loop's selector are shared with the parent, so closing
+them there (or letting the garbage collector do it) would unregister the parent's sockets from
+its own ``epoll`` and could write on its connections.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
@@ -43,6 +49,25 @@ _users: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.WeakSet[Per
     weakref.WeakKeyDictionary()
 )
 _users_lock = threading.Lock()
+
+
+# Every PerLoop of this process, to be emptied in a forked child; and, in a child, what they
+# held in the parent (see the module docstring).
+_all: weakref.WeakSet[PerLoop[Any]] = weakref.WeakSet()
+_inherited: list[object] = []
+
+
+def _after_fork_in_child() -> None:
+    global _users_lock
+    _users_lock = threading.Lock()  # a thread of the parent may have held it
+    _inherited.append(dict(_users))
+    _users.clear()
+    for user in list(_all):
+        user._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _watch(loop: asyncio.AbstractEventLoop, user: PerLoop[Any]) -> None:
@@ -80,6 +105,12 @@ class PerLoop(Generic[T]):
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
+        _all.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        _inherited.append(dict(self._slots))
+        self._slots = weakref.WeakKeyDictionary()
 
     async def get(self) -> T:
         """The running loop's resource, made now if this is the first use in this loop.

@@ -12,6 +12,13 @@
   (``filelock`` flocks the same files), so processes of older versions still exclude these.
   Create-if-absent does not need the lock: linking cannot overwrite, and a CAS or delete can only
   act on a file that exists.
+- A lock held by another process is waited for at most ``LOCK_WAIT_SECONDS``, polled with the
+  package's backoff; then the write fails with ``StoreUnavailableError`` naming the lock file. A
+  holder stopped inside its critical section (SIGSTOP, Ctrl-Z, a paused container) keeps the
+  lock until it resumes or dies: its lock cannot be broken safely, since on resuming it would
+  finish the write it had checked (a lease it holds is not taken over meanwhile).
+- A lock is never handed to a forked child: ``flock`` belongs to the open file, which ``fork()``
+  shares with the child, so the child closes its copies of the lock files held at the fork.
 - Writes wait for fsync (milliseconds), so they run in a thread; reads of small files and the
   outcomes decided by one ``stat`` (create-if-absent of a key that exists, delete of a key that
   does not) are answered on the event loop, where a thread hand-off would cost more CPU than the
@@ -34,11 +41,13 @@ import itertools
 import os
 import secrets
 import stat
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from objstore_wfp.backoff import CONTENTION
 from objstore_wfp.errors import StoreUnavailableError
 from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject
 
@@ -50,6 +59,51 @@ _INLINE_READ = 64 * 1024
 _MKDIR_ATTEMPTS = 100
 #: Keys :meth:`LocalStore.list` walks per thread hop: few at first, more for long listings.
 _FIRST_BATCH, _MAX_BATCH = 16, 1024
+
+
+#: The longest a write waits for its key's lock (seconds) before ``StoreUnavailableError``.
+LOCK_WAIT_SECONDS = 10.0
+
+# The lock files this process has open, and a guard held from each open to its registration
+# here, from each unregistration to its close, and across fork(): a child never inherits one
+# unregistered, so it can close them all (see _close_inherited_locks).
+_lock_fds: set[int] = set()
+_lock_fds_guard = threading.Lock()
+
+
+def _close_inherited_locks() -> None:
+    for fd in _lock_fds:
+        os.close(fd)  # the parent keeps its own descriptor, and with it the lock
+    _lock_fds.clear()
+    _lock_fds_guard.release()  # taken before the fork by the thread that forked
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(
+        before=_lock_fds_guard.acquire,
+        after_in_parent=_lock_fds_guard.release,
+        after_in_child=_close_inherited_locks,
+    )
+
+
+def _flock(fd: int, path: str) -> None:
+    """Lock ``fd`` exclusively, waiting at most ``LOCK_WAIT_SECONDS``; raises
+    ``StoreUnavailableError`` naming ``path`` when it is still held by then."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    failures = 0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StoreUnavailableError(
+                    f"{path}: still locked by another writer after {LOCK_WAIT_SECONDS} s (a process "
+                    f"stopped while writing holds it until it resumes or exits; `fuser {path}` names it)"
+                ) from exc
+        failures += 1
+        time.sleep(min(CONTENTION.delay(failures), left))
 
 
 class _TooLarge(Exception):
@@ -104,14 +158,20 @@ class LocalStore(ConditionalStore):
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:
-        """Hold the key's bucket lock (blocking: call it in a thread)."""
+        """Hold the key's bucket lock (blocking for up to ``LOCK_WAIT_SECONDS``: call it in a
+        thread). Raises ``StoreUnavailableError`` if it is still held by then."""
         bucket = hashlib.blake2b(key.encode(), digest_size=4).hexdigest()[:_LOCK_BUCKETS_HEX]
-        fd = os.open(f"{self._locks}{bucket}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        path = f"{self._locks}{bucket}.lock"
+        with _lock_fds_guard:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            _lock_fds.add(fd)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _flock(fd, path)
             yield
         finally:
-            os.close(fd)  # the only descriptor of this open file: closing it releases the lock
+            with _lock_fds_guard:
+                _lock_fds.discard(fd)
+                os.close(fd)  # the only descriptor of this open file: closing it releases the lock
 
     def _is_file(self, key: str) -> bool:
         """Whether a regular file is at ``key`` now (a directory there is no object)."""

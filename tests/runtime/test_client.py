@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
@@ -16,6 +17,7 @@ from objstore_wfp.runtime import (
     WorkflowCancelledError,
     WorkflowFailedError,
 )
+from objstore_wfp.runtime.client import SUBMIT_LOCK, submit_lock_instance
 
 
 def hello(name: str) -> str:
@@ -57,6 +59,22 @@ async def test_concurrent_submits_of_one_id_create_it_exactly_once() -> None:
     winners = [o for o in outcomes if o == "same"]
     assert len(winners) == 1
     assert all(isinstance(o, InstanceExistsError) for o in outcomes if o != "same")
+
+
+async def test_the_submit_lock_outlives_a_delete_of_the_instance() -> None:
+    # The lock is a claim of an instance of its own: deleting the instance being submitted (as
+    # a replace or `objstore-wfp gc` does) removes that instance's claims, not the lock.
+    backend = InMemoryBackend()
+    long_id = "x" * 512  # the longest legal id: its lock instance id must be legal too
+    for instance_id in ("order", long_id):
+        await Client(backend, [FLOW]).submit(FLOW, "ada", instance_id=instance_id)
+        lock = submit_lock_instance(instance_id)
+        assert await backend.claim_task(lock, SUBMIT_LOCK, "submitter", timedelta(seconds=30))
+        await backend.delete_snapshot(instance_id)
+        assert await backend.claim_task(lock, SUBMIT_LOCK, "another", timedelta(seconds=30)) is None
+        await backend.release_task_claim(lock, SUBMIT_LOCK, "submitter")
+        assert await Client(backend, [FLOW]).submit(FLOW, "bob", instance_id=instance_id) == instance_id
+    assert sorted(await backend.list_snapshots()) == sorted(["order", long_id])
 
 
 async def test_default_ids_name_the_flow_and_illegal_ids_are_refused() -> None:
