@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.cas import UNREAD, Keep, Write, _Unread, compare_and_swap
 from objstore_wfp.backends.objectstore.documents import ClaimRecord, Snapshot, parse_claim
+from objstore_wfp.backends.objectstore.leases import Leases, window
 from objstore_wfp.backends.objectstore.ready import ReadyIndex, epoch_us, slot_due_us
 from objstore_wfp.backends.objectstore.snapshots import Snapshots
 from objstore_wfp.backends.validation import expiry
@@ -52,10 +53,11 @@ class Claims:
     """Claim, renew, release and check the claims of one store."""
 
     def __init__(
-        self, store: ConditionalStore, clock: Clock, snapshots: Snapshots, index: ReadyIndex
+        self, store: ConditionalStore, clock: Clock, snapshots: Snapshots, index: ReadyIndex, leases: Leases
     ) -> None:
         self.store = store
         self.clock = clock
+        self.leases = leases
         self.snapshots = snapshots
         self.index = index
         self._grants: OrderedDict[tuple[str, str], Grant] = OrderedDict()
@@ -96,13 +98,24 @@ class Claims:
         return (stored.incarnation if stored is not None else None) == incarnation
 
     async def holding(self, claim: TaskClaim) -> ClaimRecord:
-        """The stored record of ``claim`` if its holder still holds it live; else
-        ``ClaimLostError``. No request when this backend granted the claim itself."""
+        """The stored record of ``claim`` if its holder may still act on it (see
+        :func:`~objstore_wfp.backends.objectstore.leases.window`); else ``ClaimLostError``.
+        No request when this backend granted the claim itself: its own send time is known."""
         key = _key(claim.instance_id, claim.task_id)
         grant = self._grant(key, claim.worker_id)
-        mine = grant is not None and grant.record.token == claim.token
-        record = grant.record if grant is not None and mine else await self.read(key)
-        if record is None or not record.holds(claim, self.clock.now()):
+        if grant is not None and grant.record.token == claim.token:
+            record: ClaimRecord | None = grant.record
+            held = self.leases.holds(grant.record)
+        else:
+            found = await self.store.get(key)
+            record = None if found is None else parse_claim(found, key)
+            held = (
+                found is not None
+                and record is not None
+                and record.holder is not None
+                and (record.ttl is None or self.leases.age(key, found, record) < window(record.ttl))
+            )
+        if record is None or not held or (record.holder, record.token) != (claim.worker_id, claim.token):
             raise ClaimLostError(
                 f"worker {claim.worker_id!r} no longer holds task {claim.task_id!r} of "
                 f"{claim.instance_id!r} with token {claim.token}"
@@ -131,7 +144,7 @@ class Claims:
             replaced.clear()
             if found is not None:
                 old = parse_claim(found, key)
-                if old.live(now):
+                if self.leases.live(key, found, old):
                     if old.incarnation == incarnation:
                         return Keep(None)
                     # A live claim of another incarnation is dead, but believe a cached
@@ -144,6 +157,7 @@ class Claims:
                 replaced.append(old)
             token = replaced[0].token + 1 if replaced else 1
             expires = None if ttl is None else expiry(now, ttl)
+            stamp = self.leases.stamp()  # before the write is sent: the lease runs from here
             entry = None
             old_slot.clear()
             current = stored if stored is not None and stored.incarnation == incarnation else None
@@ -169,7 +183,9 @@ class Claims:
                         await self.index.delete_quietly(
                             [layout.ready_key(slot, instance, task), *([seen] if seen else [])]
                         )
-            record = ClaimRecord(instance_id, task_id, incarnation, worker_id, token, now, expires, entry)
+            record = ClaimRecord(
+                instance_id, task_id, incarnation, worker_id, token, now, expires, entry, _seconds(ttl), stamp
+            )
             return Write(record.to_bytes(), record)
 
         # A task reserved for a chaining worker is claimed blind (one request). A task any poll
@@ -277,7 +293,10 @@ class Claims:
         self, instance_id: str, task_id: str, worker_id: str, additional: timedelta
     ) -> TaskClaim:
         def renewed(record: ClaimRecord, now: datetime) -> ClaimRecord:
-            return replace(record, expires_at=None if record.expires_at is None else expiry(now, additional))
+            if record.ttl is None:
+                return replace(record, stamp=self.leases.stamp())
+            expires = expiry(now, additional)
+            return replace(record, expires_at=expires, ttl=_seconds(additional), stamp=self.leases.stamp())
 
         _, record, version = await self._update_holding(instance_id, task_id, worker_id, renewed)
         self._remember(_key(instance_id, task_id), record, version)
@@ -331,12 +350,13 @@ class Claims:
         claims = []
         snapshots: dict[str, Snapshot | None] = {}
         async for obj in self.store.list(prefix):
+            found = await self.store.get(obj.key)
             try:
-                record = await self.read(obj.key)
+                record = None if found is None else parse_claim(found, obj.key)
             except SerializationError as exc:
                 log.warning("skipping unreadable claim: %s", exc)
                 continue
-            if record is None or record.holder is None:
+            if found is None or record is None or record.holder is None:
                 continue
             instance = layout.encode_id(record.instance_id)
             if instance not in snapshots:
@@ -344,7 +364,10 @@ class Claims:
             stored = snapshots[instance]
             incarnation = stored.incarnation if stored is not None else None
             if record.incarnation == incarnation and not (stored and stored.terminal):
-                claims.append(record.public())
+                # The expiry in this backend's clock: now plus what the lease has left.
+                left = self.leases.remaining(obj.key, found, record)
+                expires = None if left is None else self.clock.now() + timedelta(seconds=left)
+                claims.append(replace(record, expires_at=expires).public())
         return sorted(claims, key=lambda c: (c.instance_id, c.task_id))
 
 
@@ -352,6 +375,10 @@ def _reserved(stored: Snapshot, task_id: str, now: datetime) -> bool:
     """Whether ``task_id``'s entry is leased into the future (kept for a chaining worker)."""
     slot = stored.ready.get(task_id)
     return slot is not None and layout.slot_kind(slot) == layout.LEASED and slot_due_us(slot) > epoch_us(now)
+
+
+def _seconds(ttl: timedelta | None) -> float | None:
+    return None if ttl is None else ttl.total_seconds()
 
 
 def _key(instance_id: str, task_id: str) -> str:
