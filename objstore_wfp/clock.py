@@ -62,15 +62,18 @@ class SystemClock:
 class OffsetClock(SystemClock):
     """The system clock with its wall time off by ``offset``; :meth:`step` moves the wall time
     as an NTP step would, leaving the monotonic clock alone. Safe to share between threads.
+    ``domain`` names its monotonic clock: give another name to act as another machine would
+    (its monotonic readings then mean nothing to this one's). Tests use it to skew workers.
 
     >>> clock = OffsetClock(timedelta(hours=-1))
     >>> round((SystemClock().now() - clock.now()) / timedelta(minutes=1))
     60
     """
 
-    def __init__(self, offset: timedelta = timedelta(0)) -> None:
+    def __init__(self, offset: timedelta = timedelta(0), *, domain: str = BOOT_DOMAIN) -> None:
         self._offset = offset
         self._lock = threading.Lock()
+        self.domain = domain
 
     def now(self) -> datetime:
         with self._lock:

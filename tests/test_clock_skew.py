@@ -1,0 +1,192 @@
+"""Leases hold whatever the workers' wall clocks say (issue 12).
+
+Each worker gets its own clock through the one seam, the ``clock=`` of the backend (and of the
+runtime ``Worker``): an :class:`~objstore_wfp.clock.OffsetClock` off by -1 h ... +1 h, or one
+stepped mid-lease as NTP would. Real time is this process's ``time.monotonic()``. On every store:
+
+- nobody takes a claim over before its holder's own window has ended, by real time;
+- once the holder is dead, a claimer takes over soon after the TTL by real time, and a claimer
+  that first looks after the TTL (a short-lived serverless invocation) takes over at once;
+- the holder itself stops being able to record when its window ends, however its wall clock moves.
+
+Remote stores are exercised with claimers on "another machine" (another monotonic domain), so
+what makes them take over in time is the store's own clock (``Last-Modified`` and ``Date``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from objstore_wfp import AtTask, ObjectStoreBackend, OffsetClock, WorkflowSnapshot
+from objstore_wfp.errors import ClaimLostError
+from tests.backends import (
+    StoreTarget,
+    local_store_target,
+    localstack_store_target,
+    memory_store_target,
+    moto_store_target,
+)
+
+__all__ = ["local_store_target", "localstack_store_target", "memory_store_target", "moto_store_target"]
+
+pytestmark = pytest.mark.timeout(180)
+
+HOUR = 3600.0
+#: Wall-clock offsets of the workers, in seconds.
+SKEWS = [-HOUR, -300.0, -30.0, 7.0, 30.0, 300.0, HOUR]
+#: The holder's window as docs/semantics.md states it: it acts on a lease for at most this long
+#: after sending the claim (1% drift allowed to each clock, and a margin).
+DRIFT = 0.01
+
+
+def holder_window(ttl: float) -> float:
+    return ttl * (1 - 2 * DRIFT) - min(1.0, ttl / 10)
+
+
+TARGETS = [
+    pytest.param("local_store_target", id="local"),
+    pytest.param("memory_store_target", id="memory"),
+    pytest.param("moto_store_target", id="moto"),
+    pytest.param("localstack_store_target", id="localstack"),
+    pytest.param("azure_store_target", id="azurite"),
+    pytest.param("gcs_store_target", id="fake-gcs"),
+]
+
+
+@pytest.fixture(params=TARGETS)
+def target(request: pytest.FixtureRequest) -> StoreTarget:
+    found: StoreTarget = request.getfixturevalue(request.param)
+    return found
+
+
+def remote(target: StoreTarget) -> bool:
+    return target.name not in ("local", "memory")
+
+
+def ttl_for(target: StoreTarget) -> float:
+    # Remote stores give write times to the second: a lease there is judged up to 2 s late.
+    return 3.0 if remote(target) else 1.0
+
+
+def late_by(target: StoreTarget) -> float:
+    """How long after the TTL a takeover may come: the store's second resolution (write time
+    rounded up, response time truncated) plus polling and requests."""
+    return 2.8 if remote(target) else 0.5
+
+
+def clock_for(target: StoreTarget, skew: float, name: str) -> OffsetClock:
+    """A worker's clock off by ``skew`` seconds; on a remote store, on a machine of its own."""
+    domain = f"machine-{name}" if remote(target) else OffsetClock().domain
+    return OffsetClock(timedelta(seconds=skew), domain=domain)
+
+
+async def _snapshot(backend: ObjectStoreBackend, instance: str) -> None:
+    snap = WorkflowSnapshot(instance, "skew")
+    snap.update_position(AtTask("t"))
+    await backend.save_snapshot(snap)
+
+
+async def _contend(
+    target: StoreTarget, instance: str, holder_skew: float, rival_skews: list[float], step: float = 0.0
+) -> dict[str, Any]:
+    """The holder claims (with ``holder_skew``) and dies; rivals (one per skew, each its own
+    machine) poll the claim. ``step`` moves every clock by that much right after the claim.
+    Returns real times: when the holder sent its claim, and the first takeover."""
+    ttl = ttl_for(target)
+    holder_clock = clock_for(target, holder_skew, "holder")
+    rival_clocks = [clock_for(target, s, f"rival-{n}") for n, s in enumerate(rival_skews)]
+    async with target.backend(clock=holder_clock) as holder:
+        await _snapshot(holder, instance)
+        sent = time.monotonic()
+        claim = await holder.claim_task(instance, "t", "holder", timedelta(seconds=ttl))
+        assert claim is not None
+    for clock in [holder_clock, *rival_clocks]:
+        clock.step(timedelta(seconds=step))
+    taken: list[float] = []
+    deadline = sent + ttl + late_by(target) + 2.0
+
+    async def rival(n: int, clock: OffsetClock) -> None:
+        async with target.backend(clock=clock) as backend:
+            while not taken and time.monotonic() < deadline:
+                got = await backend.claim_task(instance, "t", f"rival-{n}", timedelta(seconds=ttl))
+                if got is not None:
+                    taken.append(time.monotonic())
+                    assert got.token == claim.token + 1
+                    return
+                await asyncio.sleep(0.05)
+
+    await asyncio.gather(*(rival(n, c) for n, c in enumerate(rival_clocks)))
+    return {"sent": sent, "taken": taken[0] if taken else None, "ttl": ttl}
+
+
+def _check(target: StoreTarget, outcome: dict[str, Any], what: str) -> float:
+    sent, taken, ttl = outcome["sent"], outcome["taken"], outcome["ttl"]
+    assert taken is not None, f"{what}: nobody took the dead holder's claim over"
+    assert taken - sent >= holder_window(ttl), (
+        f"{what}: taken over {taken - sent:.3f} s after the claim was sent, while the holder "
+        f"may act on it for {holder_window(ttl):.3f} s"
+    )
+    assert taken - sent <= ttl + late_by(target), f"{what}: takeover {taken - sent:.3f} s after the claim"
+    return float(taken - sent)
+
+
+async def test_skewed_holders_keep_their_leases(target: StoreTarget) -> None:
+    """Holders whose wall clocks are off (one task each, all at once): rivals on true time,
+    and as far off the other way, neither take a live claim nor wait past its TTL."""
+    outcomes = await asyncio.gather(
+        *(_contend(target, f"holder-{n}", skew, [0.0, -skew]) for n, skew in enumerate(SKEWS))
+    )
+    for skew, outcome in zip(SKEWS, outcomes, strict=True):
+        _check(target, outcome, f"holder {skew:+g} s")
+
+
+async def test_skewed_claimers_wait_for_the_lease(target: StoreTarget) -> None:
+    """A holder on true time: rivals whose wall clocks are off by each skew neither take its
+    live claim nor wait past its TTL."""
+    _check(target, await _contend(target, "claimers", 0.0, SKEWS), "claimers at every skew")
+
+
+@pytest.mark.parametrize("step", [-HOUR, HOUR], ids=["back-1h", "ahead-1h"])
+async def test_clock_step_mid_lease(target: StoreTarget, step: float) -> None:
+    """Every wall clock steps by an hour right after the claim: nothing changes."""
+    outcome = await _contend(target, "stepped", 0.0, [0.0, 30.0], step=step)
+    _check(target, outcome, f"clocks stepped {step:+g} s")
+
+
+async def test_serverless_claimer_takes_over_at_once(target: StoreTarget) -> None:
+    """A claimer that first looks after the TTL, in a fresh process of its own machine (a
+    serverless invocation shorter than a TTL), takes the dead holder's claim on its first try."""
+    ttl = ttl_for(target)
+    async with target.backend(clock=clock_for(target, -HOUR, "holder")) as holder:
+        await _snapshot(holder, "serverless")
+        claim = await holder.claim_task("serverless", "t", "holder", timedelta(seconds=ttl))
+        assert claim is not None
+    await asyncio.sleep(ttl + late_by(target))
+    async with target.backend(clock=clock_for(target, HOUR, "invocation")) as fresh:
+        got = await fresh.claim_task("serverless", "t", "invocation", timedelta(seconds=ttl))
+    assert got is not None and got.token == claim.token + 1, "a fresh claimer had to wait a TTL"
+
+
+@pytest.mark.parametrize("step", [-HOUR, HOUR], ids=["back-1h", "ahead-1h"])
+async def test_holder_stops_recording_when_its_window_ends(target: StoreTarget, step: float) -> None:
+    """The holder's own clock steps mid-lease: it may record within its window, not after."""
+    ttl = ttl_for(target)
+    clock = clock_for(target, 0.0, "holder")
+    async with target.backend(clock=clock) as holder:
+        for instance in ("early", "late"):
+            await _snapshot(holder, instance)
+        sent = time.monotonic()
+        early = await holder.claim_task("early", "t", "holder", timedelta(seconds=ttl))
+        late = await holder.claim_task("late", "t", "holder", timedelta(seconds=ttl))
+        assert early is not None and late is not None
+        clock.step(timedelta(seconds=step))
+        await holder.save_task_result("early", "t", b"in time", claim=early)
+        await asyncio.sleep(max(0.0, sent + holder_window(ttl) + 0.05 - time.monotonic()))
+        with pytest.raises(ClaimLostError):
+            await holder.save_task_result("late", "t", b"too late", claim=late)
+        assert await holder.load_task_result("late", "t") is None
