@@ -43,6 +43,26 @@ def _boot_id() -> str:
         return f"process-{secrets.token_hex(8)}"
 
 
+#: The largest rate error allowed to any clock that times a lease (1%: quartz is off by about
+#: 0.01%, NTP slews at most 0.05%).
+DRIFT = 0.01
+#: Slack a holder keeps for its own reaction (abandoning a run, a write in flight): one
+#: second, or a tenth of a TTL shorter than ten seconds.
+MARGIN = 1.0
+
+
+def window(ttl: float) -> float:
+    """Seconds after sending a claim or renewal of ``ttl`` seconds during which its holder may
+    act on it (on its own ``monotonic()``): ``ttl * (1 - 2 * DRIFT)`` less the margin, at
+    least 0. A holder whose clock runs ``DRIFT`` slow ends it before a reader whose clock runs
+    ``DRIFT`` fast can see ``ttl`` pass (see "Timing assumptions" in docs/semantics.md).
+
+    >>> window(30.0), window(1.0)
+    (28.4, 0.88)
+    """
+    return max(0.0, ttl * (1 - 2 * DRIFT) - min(MARGIN, ttl / 10))
+
+
 #: The domain of ``time.monotonic()`` on this machine since it booted.
 BOOT_DOMAIN = _boot_id()
 

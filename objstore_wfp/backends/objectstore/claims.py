@@ -25,11 +25,11 @@ from datetime import datetime, timedelta
 from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.cas import UNREAD, Keep, Write, _Unread, compare_and_swap
 from objstore_wfp.backends.objectstore.documents import ClaimRecord, Snapshot, parse_claim
-from objstore_wfp.backends.objectstore.leases import Leases, window
+from objstore_wfp.backends.objectstore.leases import Leases
 from objstore_wfp.backends.objectstore.ready import ReadyIndex, epoch_us, slot_due_us
 from objstore_wfp.backends.objectstore.snapshots import Snapshots
 from objstore_wfp.backends.validation import expiry
-from objstore_wfp.clock import Clock
+from objstore_wfp.clock import Clock, window
 from objstore_wfp.errors import ClaimLostError, NotFoundError, SerializationError
 from objstore_wfp.model import TaskClaim
 from objstore_wfp.stores.base import ConditionalStore, StoredObject

@@ -17,9 +17,10 @@ The lease has run at least the largest of these, so a claim is expired once that
 TTL, however the workers' wall clocks disagree or step. A short-lived (serverless) claimer takes
 over at once when the store or the stamp says so; only the third bound needs waiting.
 
-The holder, for its part, stops renewing and recording :func:`window` seconds after it sent the
-claim or renewal, on its own monotonic clock. With every clock's rate within :data:`DRIFT` of
-the real one, that is before any reader can judge the lease expired (see docs/semantics.md).
+The holder, for its part, stops renewing and recording :func:`~objstore_wfp.clock.window`
+seconds after it sent the claim or renewal, on its own monotonic clock. With every clock's
+rate within ``DRIFT`` of the real one, that is before any reader can judge the lease expired
+(see docs/semantics.md).
 """
 
 from __future__ import annotations
@@ -28,24 +29,11 @@ import threading
 from collections import OrderedDict
 
 from objstore_wfp.backends.objectstore.documents import ClaimRecord, Stamp
-from objstore_wfp.clock import Clock
+from objstore_wfp.clock import Clock, window
 from objstore_wfp.stores.base import StoredObject
 
-#: The largest rate error allowed to any clock that times a lease (1%: quartz is ~0.01%,
-#: NTP slewing 0.05%).
-DRIFT = 0.01
-#: Slack the holder keeps for its own reaction (cancelling the task, a write in flight): one
-#: second, or a tenth of a TTL shorter than ten seconds.
-MARGIN = 1.0
 #: Versions whose first sighting this backend remembers.
 SEEN_SIZE = 4096
-
-
-def window(ttl: float) -> float:
-    """Seconds after sending a claim or renewal of ``ttl`` seconds during which its holder may
-    act on it: ``ttl * (1 - 2 * DRIFT)`` less the margin. A holder whose clock runs ``DRIFT``
-    slow and a reader whose clock runs ``DRIFT`` fast still disagree by less than that."""
-    return max(0.0, ttl * (1 - 2 * DRIFT) - min(MARGIN, ttl / 10))
 
 
 class Leases:
