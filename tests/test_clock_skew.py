@@ -16,6 +16,7 @@ what makes them take over in time is the store's own clock (``Last-Modified`` an
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from datetime import timedelta
 from typing import Any
@@ -24,6 +25,7 @@ import pytest
 
 from objstore_wfp import AtTask, ObjectStoreBackend, OffsetClock, WorkflowSnapshot
 from objstore_wfp.errors import ClaimLostError
+from objstore_wfp.runtime import Client, Flow, Worker
 from tests.backends import (
     StoreTarget,
     local_store_target,
@@ -190,3 +192,44 @@ async def test_holder_stops_recording_when_its_window_ends(target: StoreTarget, 
         with pytest.raises(ClaimLostError):
             await holder.save_task_result("late", "t", b"too late", claim=late)
         assert await holder.load_task_result("late", "t") is None
+
+
+async def test_runtime_workers_with_skewed_clocks_never_run_a_task_twice_at_once(target: StoreTarget) -> None:
+    """Runtime workers whose clocks are an hour behind, 30 s ahead and an hour ahead run tasks
+    that outlive several leases (renewed by heartbeats): no task ever runs in two at once, and
+    every task ends recorded."""
+    ttl = ttl_for(target)
+    hold = ttl * 2.5
+    runs: list[tuple[int, float, float]] = []
+
+    async def step(x: int) -> int:
+        start = time.monotonic()
+        try:
+            await asyncio.sleep(hold)
+        finally:
+            runs.append((x, start, time.monotonic()))
+        return x
+
+    flow = Flow("skew").step(step)
+    clocks = [clock_for(target, skew, f"worker-{n}") for n, skew in enumerate([-HOUR, 30.0, HOUR])]
+    backends = [target.backend(clock=clock) for clock in clocks]
+    workers = [
+        Worker(b, [flow], lease=timedelta(seconds=ttl), clock=c, poll_interval=0.05, worker_id=f"w{n}")
+        for n, (b, c) in enumerate(zip(backends, clocks, strict=True))
+    ]
+    try:
+        client = Client(backends[0], [flow])
+        ids = [await client.submit(flow, x) for x in range(3)]
+        running = [asyncio.ensure_future(w.run_forever(handle_signals=False)) for w in workers]
+        results = [await client.result(i, timeout=hold * 6 + 30, poll_interval=0.1) for i in ids]
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*running)
+    finally:
+        for b in backends:
+            await b.close()
+    assert results == [0, 1, 2]
+    for x in range(3):
+        mine = sorted((start, end) for y, start, end in runs if y == x)
+        for (_, end), (start, _) in itertools.pairwise(mine):
+            assert start >= end, f"task {x} ran in two workers at once: {mine}"
