@@ -98,7 +98,7 @@ async def _contend(
 ) -> dict[str, Any]:
     """The holder claims (with ``holder_skew``) and dies; rivals (one per skew, each its own
     machine) poll the claim. ``step`` moves every clock by that much right after the claim.
-    Returns real times: when the holder sent its claim, and the first takeover."""
+    Returns real times: when the holder sent its claim, got it, and the first takeover."""
     ttl = ttl_for(target)
     holder_clock = clock_for(target, holder_skew, "holder")
     rival_clocks = [clock_for(target, s, f"rival-{n}") for n, s in enumerate(rival_skews)]
@@ -106,11 +106,12 @@ async def _contend(
         await _snapshot(holder, instance)
         sent = time.monotonic()
         claim = await holder.claim_task(instance, "t", "holder", timedelta(seconds=ttl))
+        got = time.monotonic()
         assert claim is not None
     for clock in [holder_clock, *rival_clocks]:
         clock.step(timedelta(seconds=step))
     taken: list[float] = []
-    deadline = sent + ttl + late_by(target) + 2.0
+    deadline = got + ttl + late_by(target) + 2.0
 
     async def rival(n: int, clock: OffsetClock) -> None:
         async with target.backend(clock=clock) as backend:
@@ -120,20 +121,21 @@ async def _contend(
                     taken.append(time.monotonic())
                     assert got.token == claim.token + 1
                     return
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.1 if remote(target) else 0.05)
 
     await asyncio.gather(*(rival(n, c) for n, c in enumerate(rival_clocks)))
-    return {"sent": sent, "taken": taken[0] if taken else None, "ttl": ttl}
+    return {"sent": sent, "got": got, "taken": taken[0] if taken else None, "ttl": ttl}
 
 
 def _check(target: StoreTarget, outcome: dict[str, Any], what: str) -> float:
-    sent, taken, ttl = outcome["sent"], outcome["taken"], outcome["ttl"]
+    sent, got, taken, ttl = outcome["sent"], outcome["got"], outcome["taken"], outcome["ttl"]
     assert taken is not None, f"{what}: nobody took the dead holder's claim over"
     assert taken - sent >= holder_window(ttl), (
         f"{what}: taken over {taken - sent:.3f} s after the claim was sent, while the holder "
         f"may act on it for {holder_window(ttl):.3f} s"
     )
-    assert taken - sent <= ttl + late_by(target), f"{what}: takeover {taken - sent:.3f} s after the claim"
+    # The claim was written by the time it came back: its lease ended a TTL after that at most.
+    assert taken - got <= ttl + late_by(target), f"{what}: takeover {taken - got:.3f} s after the claim"
     return float(taken - sent)
 
 
@@ -233,3 +235,24 @@ async def test_runtime_workers_with_skewed_clocks_never_run_a_task_twice_at_once
         mine = sorted((start, end) for y, start, end in runs if y == x)
         for (_, end), (start, _) in itertools.pairwise(mine):
             assert start >= end, f"task {x} ran in two workers at once: {mine}"
+
+
+async def test_store_reports_version_age(target: StoreTarget) -> None:
+    """Remote stores time versions by their own clock (``Last-Modified`` against ``Date``): never
+    older than the truth, and at most about two seconds younger (both truncated to seconds)."""
+    store = target.store()
+    try:
+        before = time.monotonic()
+        await store.put("age/probe", b"x")
+        await asyncio.sleep(2.2)
+        found = await store.get("age/probe")
+        elapsed = time.monotonic() - before
+    finally:
+        await store.close()
+    assert found is not None
+    if not remote(target):
+        assert found.age is None, "a store on this machine has no clock of its own to report"
+        return
+    assert found.age is not None, f"{target.name} reported no write time or server time"
+    assert found.age <= elapsed, f"{target.name}: age {found.age} s, but only {elapsed:.3f} s passed"
+    assert found.age >= elapsed - 2.5, f"{target.name}: age {found.age} s after {elapsed:.3f} s"
