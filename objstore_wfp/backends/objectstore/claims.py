@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.cas import UNREAD, Keep, Write, _Unread, compare_and_swap
 from objstore_wfp.backends.objectstore.documents import ClaimRecord, Snapshot, parse_claim
-from objstore_wfp.backends.objectstore.leases import Leases
+from objstore_wfp.backends.objectstore.leases import Leases, read_claim
 from objstore_wfp.backends.objectstore.ready import ReadyIndex, epoch_us, slot_due_us
 from objstore_wfp.backends.objectstore.snapshots import Snapshots
 from objstore_wfp.backends.validation import expiry
@@ -85,10 +85,6 @@ class Claims:
         return UNREAD if grant is None else grant.stored
 
     # -- reading -----------------------------------------------------------------------------
-    async def read(self, key: str) -> ClaimRecord | None:
-        found = await self.store.get(key)
-        return None if found is None else parse_claim(found, key)
-
     async def _current(self, instance: str, incarnation: str | None) -> bool:
         """Whether ``incarnation`` is the instance's current one (``None``: no snapshot exists).
         A cached copy that disagrees is checked against a fresh read before it is believed."""
@@ -107,13 +103,12 @@ class Claims:
             record: ClaimRecord | None = grant.record
             held = self.leases.holds(grant.record)
         else:
-            found = await self.store.get(key)
-            record = None if found is None else parse_claim(found, key)
+            read = await read_claim(self.store, key)
+            record = None if read is None else read[1]
             held = (
-                found is not None
-                and record is not None
-                and record.holder is not None
-                and (record.ttl is None or self.leases.age(key, found, record) < window(record.ttl))
+                read is not None
+                and read[1].holder is not None
+                and (read[1].ttl is None or self.leases.age(key, *read) < window(read[1].ttl))
             )
         if record is None or not held or (record.holder, record.token) != (claim.worker_id, claim.token):
             raise ClaimLostError(
@@ -350,14 +345,14 @@ class Claims:
         claims = []
         snapshots: dict[str, Snapshot | None] = {}
         async for obj in self.store.list(prefix):
-            found = await self.store.get(obj.key)
             try:
-                record = None if found is None else parse_claim(found, obj.key)
+                read = await read_claim(self.store, obj.key)
             except SerializationError as exc:
                 log.warning("skipping unreadable claim: %s", exc)
                 continue
-            if found is None or record is None or record.holder is None:
+            if read is None or read[1].holder is None:
                 continue
+            found, record = read
             instance = layout.encode_id(record.instance_id)
             if instance not in snapshots:
                 snapshots[instance] = await self.snapshots.read_quietly(instance)

@@ -28,12 +28,19 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from objstore_wfp.backends.objectstore.documents import ClaimRecord, Stamp
+from objstore_wfp.backends.objectstore.documents import ClaimRecord, Stamp, parse_claim
 from objstore_wfp.clock import Clock, window
-from objstore_wfp.stores.base import StoredObject
+from objstore_wfp.stores.base import ConditionalStore, StoredObject
 
 #: Versions whose first sighting this backend remembers.
 SEEN_SIZE = 4096
+
+
+async def read_claim(store: ConditionalStore, key: str) -> tuple[StoredObject, ClaimRecord] | None:
+    """The claim object at ``key`` as read (its age is in it) and parsed, or ``None``; raises
+    ``SerializationError`` for bytes that are not a claim."""
+    found = await store.get(key)
+    return None if found is None else (found, parse_claim(found, key))
 
 
 class Leases:
@@ -71,10 +78,8 @@ class Leases:
 
     def live(self, key: str, found: StoredObject, record: ClaimRecord) -> bool:
         """Whether ``record`` (read as ``found``) is held and not expired."""
-        if record.holder is None:
-            return False
         left = self.remaining(key, found, record)
-        return left is None or left > 0
+        return record.holder is not None and (left is None or left > 0)
 
     def holds(self, record: ClaimRecord) -> bool:
         """Whether the holder that wrote ``record`` (this backend) may still act on it."""

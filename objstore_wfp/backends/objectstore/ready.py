@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 from objstore_wfp.backends import layout
-from objstore_wfp.backends.objectstore.documents import Snapshot, nonce, parse_claim
-from objstore_wfp.backends.objectstore.leases import Leases
+from objstore_wfp.backends.objectstore.documents import Snapshot, nonce
+from objstore_wfp.backends.objectstore.leases import Leases, read_claim
 from objstore_wfp.backends.objectstore.snapshots import Snapshots
 from objstore_wfp.errors import SerializationError
 from objstore_wfp.model import AvailableTask
@@ -212,19 +212,19 @@ class ReadyIndex:
             if not entry.leased:
                 return True
             key = layout.claim_key(entry.instance, entry.task)
-            found = await self.store.get(key)
             try:
-                record = None if found is None else parse_claim(found, key)
+                read = await read_claim(self.store, key)
             except SerializationError as exc:
                 log.warning("skipping task with unreadable claim: %s", exc)
                 return False
-            if found is None or record is None or record.incarnation != stored.incarnation:
+            if read is None or read[1].incarnation != stored.incarnation or read[1].holder is None:
                 return True
-            if not self.leases.live(key, found, record):
+            left = self.leases.remaining(key, *read)
+            if left is None:
+                return False
+            if left <= 0:
                 return True
-            left = self.leases.remaining(key, found, record)
-            if left is not None:
-                self.hold(entry.key, now + timedelta(seconds=left))
+            self.hold(entry.key, now + timedelta(seconds=left))  # in this poller's clock
             return False
 
         verdicts = await asyncio.gather(*(claimable(e, s) for e, s, _ in ready))
