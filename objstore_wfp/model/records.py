@@ -22,9 +22,10 @@ class TaskClaim:
     a new holder, so a write carrying an older token can be recognised as stale.
 
     ``claimed_at`` and ``expires_at`` are in the wall clock of the backend that returned the
-    claim (its ``clock.now()``): when that backend asked for the claim or renewal, plus the TTL,
-    so the lease really ends no earlier. Compare them with that clock only; other workers'
-    clocks may be off by any amount, and expiry is never judged from these fields (see
+    claim (its ``clock.now()``): when it asked for the claim, and when it asked for the claim
+    or its last renewal plus the TTL (the lease really ends no earlier); in ``list_claims``,
+    that backend's now plus what the lease has left. Compare them with that clock only: other
+    workers' clocks may be off by any amount, and expiry is never judged from these fields (see
     "Timing assumptions" in docs/semantics.md)."""
 
     instance_id: str
