@@ -5,8 +5,10 @@ Every operation is one transaction. Writes to one instance serialize on its ``sn
 results and the ready index simple and atomic. Claims are one statement each:
 ``INSERT ... ON CONFLICT (instance_id, task_id) DO UPDATE ... WHERE`` the old claim was released
 or has expired, which PostgreSQL evaluates under the row lock, so of N concurrent claimers
-exactly one wins. Expiry is judged by the backend's injected ``clock``: ``now`` is a query
-parameter (the server's ``now()`` is never used), so a test can move time by hand.
+exactly one wins. A claim's expiry is judged by the server's ``clock_timestamp()`` since it was
+written and, for a reader on the writer's monotonic clock (the same ``clock.domain``), by that
+clock too: the larger age counts, so workers' wall clocks need not agree and a test moves time by
+hand through a ``ManualClock``'s monotonic readings.
 
 Schema (created by :meth:`PostgresBackend.create_schema`, all in one schema, default
 ``objstore_wfp``; ids are ``text COLLATE "C"`` so ``ORDER BY`` sorts them by code point, as
@@ -22,8 +24,11 @@ Python does)::
     ready_tasks            (instance_id, task_id) PK, priority, ready_at: what
                            find_available_tasks reads, in index order
     task_claims            (instance_id, task_id) PK, holder (NULL once released), token
-                           (fencing counter, kept on release), claimed_at, expires_at,
-                           incarnation (the instance's when claimed; NULL: none existed)
+                           (fencing counter, kept on release), claimed_at, expires_at (the
+                           writer's wall clock, for display), incarnation (the instance's
+                           when claimed; NULL: none existed), started (the server's clock at
+                           the last claim or renewal), ttl_us (NULL: no TTL), domain and
+                           mono_us (the writer's monotonic clock then)
     cancellation_requests  instance_id PK, request (codec JSON)
 
 ``task_results``, ``ready_tasks`` and ``cancellation_requests`` reference ``snapshots`` with
@@ -119,40 +124,60 @@ CREATE TABLE IF NOT EXISTS {s}.task_claims (
     incarnation bigint,
     PRIMARY KEY (instance_id, task_id)
 );
+ALTER TABLE {s}.task_claims ADD COLUMN IF NOT EXISTS started timestamptz NOT NULL DEFAULT clock_timestamp(),
+    ADD COLUMN IF NOT EXISTS ttl_us bigint, ADD COLUMN IF NOT EXISTS domain text,
+    ADD COLUMN IF NOT EXISTS mono_us bigint;
 CREATE TABLE IF NOT EXISTS {s}.cancellation_requests (
     instance_id text COLLATE "C" PRIMARY KEY REFERENCES {s}.snapshots ON DELETE CASCADE,
     request text NOT NULL
 );
 """
 
+# Whether claim ``c``'s lease has run out: its age reaches its TTL by the server's clock, or by
+# the writer's monotonic clock when the reader shares it (parameters ``domain`` and ``mono``).
+_EXPIRED = """(c.ttl_us IS NOT NULL AND GREATEST(
+    (extract(epoch FROM clock_timestamp() - c.started) * 1000000)::bigint,
+    CASE WHEN c.domain = %(domain)s THEN %(mono)s - c.mono_us END) >= c.ttl_us)"""
+
 # Taking a claim: insert it, or take the row over if its holder released it, it expired, or it
 # belongs to another incarnation than the current one (read under a share lock, so a concurrent
 # delete or re-create waits for this statement's transaction).
-_CLAIM = """
+_CLAIM = (
+    """
 WITH current AS (SELECT incarnation FROM {s}.snapshots WHERE instance_id = %(instance)s FOR SHARE)
-INSERT INTO {s}.task_claims AS c (instance_id, task_id, holder, token, claimed_at, expires_at, incarnation)
-VALUES (%(instance)s, %(task)s, %(worker)s, 1, %(now)s, %(expires)s, (SELECT incarnation FROM current))
+INSERT INTO {s}.task_claims AS c (instance_id, task_id, holder, token, claimed_at, expires_at,
+    incarnation, started, ttl_us, domain, mono_us)
+VALUES (%(instance)s, %(task)s, %(worker)s, 1, %(now)s, %(expires)s, (SELECT incarnation FROM current),
+        clock_timestamp(), %(ttl)s, %(domain)s, %(mono)s)
 ON CONFLICT (instance_id, task_id) DO UPDATE
     SET holder = EXCLUDED.holder, token = c.token + 1, claimed_at = EXCLUDED.claimed_at,
-        expires_at = EXCLUDED.expires_at, incarnation = EXCLUDED.incarnation
-    WHERE c.holder IS NULL OR c.expires_at <= %(now)s OR c.incarnation IS DISTINCT FROM EXCLUDED.incarnation
+        expires_at = EXCLUDED.expires_at, incarnation = EXCLUDED.incarnation, started = EXCLUDED.started,
+        ttl_us = EXCLUDED.ttl_us, domain = EXCLUDED.domain, mono_us = EXCLUDED.mono_us
+    WHERE c.holder IS NULL OR c.incarnation IS DISTINCT FROM EXCLUDED.incarnation OR """
+    + _EXPIRED
+    + """
 RETURNING token
 """
+)
 
 # Ready tasks in offer order, without live claims or pending cancellations, with the input
 # (the last completed task's output, else the initial input kept in the document).
-_FIND = """
+_FIND = (
+    """
 SELECT r.instance_id, r.task_id, r.priority, s.doc, last.output
 FROM {s}.ready_tasks r
 JOIN {s}.snapshots s ON s.instance_id = r.instance_id
 LEFT JOIN {s}.task_results last
     ON last.instance_id = s.instance_id AND last.task_id = s.last_completed_task_id
 LEFT JOIN {s}.task_claims c ON c.instance_id = r.instance_id AND c.task_id = r.task_id
-WHERE (c.holder IS NULL OR c.expires_at <= %(now)s OR c.incarnation IS DISTINCT FROM s.incarnation)
+WHERE (c.holder IS NULL OR c.incarnation IS DISTINCT FROM s.incarnation OR """
+    + _EXPIRED
+    + """)
   AND NOT EXISTS (SELECT 1 FROM {s}.cancellation_requests x WHERE x.instance_id = r.instance_id)
 ORDER BY r.priority, r.ready_at, r.instance_id, r.task_id
 LIMIT %(limit)s
 """
+)
 
 # One statement, so the document, its version and its results come from one consistent view.
 _LOAD = """
@@ -167,9 +192,9 @@ class PostgresBackend(PersistentBackend):
     """Workflow state in one PostgreSQL schema.
 
     Build it with :meth:`connect`, or pass an open ``AsyncConnectionPool`` and call
-    :meth:`create_schema` once. :meth:`close` closes the pool. ``clock`` judges claim expiry and
-    stamps ready times; all workers sharing the schema must use clocks that agree to well
-    within a claim's TTL.
+    :meth:`create_schema` once. :meth:`close` closes the pool. ``clock`` stamps ready times and
+    claim times, and its monotonic readings time leases together with the server's clock
+    (module docstring): workers' wall clocks need not agree.
     """
 
     def __init__(
@@ -210,6 +235,10 @@ class PostgresBackend(PersistentBackend):
         await self._pool.close()
 
     # -- plumbing --------------------------------------------------------------------------
+    def _stamp(self) -> dict[str, Any]:
+        """This backend's monotonic clock now, as the ``domain`` and ``mono`` parameters."""
+        return {"domain": self._clock.domain, "mono": round(self._clock.monotonic() * 1_000_000)}
+
     def _sql(self, query: str) -> sql.Composed:
         return sql.SQL(query).format(s=self._schema)  # type: ignore[arg-type,unused-ignore]
 
@@ -350,7 +379,7 @@ class PostgresBackend(PersistentBackend):
         check_ids(instance_id, task_id)
         data = check_output(output)
         check_claim_for(claim, instance_id, task_id)
-        i, now = instance_id, self._clock.now()
+        i = instance_id
         async with self._io() as conn, conn.transaction():
             snapshot = await self._lock_snapshot(conn, i)
             if snapshot is None:
@@ -359,14 +388,14 @@ class PostgresBackend(PersistentBackend):
                 # FOR SHARE holds off a takeover until this transaction ends.
                 holding = await self._fetchone(
                     conn,
-                    "SELECT holder, token, expires_at, incarnation FROM {s}.task_claims "
-                    "WHERE instance_id = %s AND task_id = %s FOR SHARE",
-                    (i, task_id),
+                    "SELECT holder, token, " + _EXPIRED + ", incarnation FROM {s}.task_claims c "
+                    "WHERE instance_id = %(instance)s AND task_id = %(task)s FOR SHARE",
+                    {"instance": i, "task": task_id, **self._stamp()},
                 )
                 if (
                     holding is None
                     or holding[:2] != (claim.worker_id, claim.token)
-                    or (holding[2] is not None and now >= holding[2])
+                    or holding[2]
                     or holding[3] != snapshot[3]
                 ):
                     raise ClaimLostError(
@@ -425,6 +454,8 @@ class PostgresBackend(PersistentBackend):
             "worker": worker_id,
             "now": now,
             "expires": expires_at,
+            "ttl": None if ttl is None else ttl // timedelta(microseconds=1),
+            **self._stamp(),
         }
         async with self._io() as conn:
             row = await self._fetchone(conn, _CLAIM, params)
@@ -474,9 +505,19 @@ class PostgresBackend(PersistentBackend):
             await self._holding(conn, instance_id, task_id, worker_id)
             token, claimed_at, new_expiry = await self._fetchone(
                 conn,
-                "UPDATE {s}.task_claims SET expires_at = CASE WHEN expires_at IS NULL THEN NULL ELSE %s END "
-                "WHERE instance_id = %s AND task_id = %s RETURNING token, claimed_at, expires_at",
-                (expires_at, instance_id, task_id),
+                "UPDATE {s}.task_claims SET "
+                "expires_at = CASE WHEN expires_at IS NULL THEN NULL ELSE %(expires)s END, "
+                "ttl_us = CASE WHEN ttl_us IS NULL THEN NULL ELSE %(ttl)s END, "
+                "started = clock_timestamp(), domain = %(domain)s, mono_us = %(mono)s "
+                "WHERE instance_id = %(instance)s AND task_id = %(task)s "
+                "RETURNING token, claimed_at, expires_at",
+                {
+                    "expires": expires_at,
+                    "ttl": additional_duration // timedelta(microseconds=1),
+                    "instance": instance_id,
+                    "task": task_id,
+                    **self._stamp(),
+                },
             )
         # The session's TimeZone decides the tzinfo psycopg returns; the model speaks UTC.
         return TaskClaim(
@@ -494,7 +535,7 @@ class PostgresBackend(PersistentBackend):
         if limit == 0:
             return []
         async with self._io() as conn:
-            cursor = await conn.execute(self._sql(_FIND), {"now": self._clock.now(), "limit": limit})
+            cursor = await conn.execute(self._sql(_FIND), {"limit": limit, **self._stamp()})
             rows = await cursor.fetchall()
         found = []
         for instance_id, task_id, priority, doc, last_output in rows:

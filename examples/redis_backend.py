@@ -24,11 +24,15 @@ is unambiguous because it always ends the key)::
                                           instance (kept by overwrites and compare-and-swap)
     P:results:{id}        hash   task id -> output bytes (append-only, first result wins)
     P:readyat:{id}        hash   task id -> ready time of each indexed task (kept across saves)
-    P:claims:{id}         hash   task id -> "token|inc|claimed_at|expires_at|holder"
+    P:claims:{id}         hash   task id ->
+                                 "token|inc|claimed_at|expires_at|start|ttl|domain|mono|holder"
                                  (microseconds; inc = the instance's incarnation when claimed,
-                                 empty = no snapshot existed; expires_at empty = no TTL; holder
-                                 empty = released, token kept). Deleting the instance releases
-                                 its claims but keeps them: they are the tokens' high-water marks
+                                 empty = no snapshot existed; claimed_at, expires_at: the
+                                 writer's wall clock, for display; start: the server's TIME at
+                                 the last claim or renewal; ttl empty = no TTL; domain, mono:
+                                 the writer's monotonic clock then; holder empty = released,
+                                 token kept). Deleting the instance releases its claims but
+                                 keeps them: they are the tokens' high-water marks
     P:cancel:{id}         string pending cancellation request (codec JSON)
 
 Ids never contain control characters, so ``"\\0"`` safely separates instance and task ids.
@@ -95,18 +99,33 @@ _PRIORITIES = range(1, 6)
 _CLAIM_LUA = """
 local function parse_claim(raw)
   if not raw then return nil end
-  local token, inc, claimed, expires, holder = string.match(raw, "^(%d+)|(%d*)|(%-?%d+)|(%-?%d*)|(.*)$")
-  return {token = token, inc = inc, claimed = claimed, expires = expires, holder = holder}
+  local token, inc, claimed, expires, start, ttl, domain, mono, holder =
+    string.match(raw, "^(%d+)|(%d*)|(%-?%d+)|(%-?%d*)|(%d+)|(%d*)|([^|]*)|(%-?%d+)|(.*)$")
+  return {token = token, inc = inc, claimed = claimed, expires = expires, start = start, ttl = ttl,
+          domain = domain, mono = mono, holder = holder}
 end
 local function format_claim(c)
-  return c.token .. "|" .. c.inc .. "|" .. c.claimed .. "|" .. c.expires .. "|" .. c.holder
+  return c.token .. "|" .. c.inc .. "|" .. c.claimed .. "|" .. c.expires .. "|" .. c.start .. "|" ..
+         c.ttl .. "|" .. c.domain .. "|" .. c.mono .. "|" .. c.holder
+end
+-- The server's clock in microseconds, as a string (Lua prints numbers to 14 digits only).
+local function server_now()
+  local t = redis.call("TIME")
+  return t[1] .. string.format("%06d", tonumber(t[2]))
 end
 -- The incarnation claims are judged against: "" while no snapshot exists.
 local function incarnation(snap)
   return redis.call("HGET", snap, "inc") or ""
 end
-local function is_live(c, now, inc)
-  return c.holder ~= "" and c.inc == inc and (c.expires == "" or tonumber(now) < tonumber(c.expires))
+-- Held, of incarnation inc, and younger than its TTL by the server's clock and, for a reader
+-- sharing the writer's monotonic clock (domain), by that clock too: the larger age counts.
+-- Microsecond counts below 2^53 are exact as Lua numbers.
+local function is_live(c, inc, now, domain, mono)
+  if c.holder == "" or c.inc ~= inc then return false end
+  if c.ttl == "" then return true end
+  local age = tonumber(now) - tonumber(c.start)
+  if c.domain == domain then age = math.max(age, tonumber(mono) - tonumber(c.mono)) end
+  return age < tonumber(c.ttl)
 end
 """
 
@@ -154,7 +173,7 @@ return {"ok", version}
 """
 
 # KEYS: snap, results, claims, readyat, version, ready:1..ready:5
-# ARGV: instance, task, output, check claim ("0"/"1"), claim worker, claim token, now
+# ARGV: instance, task, output, check claim ("0"/"1"), claim worker, claim token, domain, mono
 _SAVE_RESULT = (
     _CLAIM_LUA
     + """
@@ -162,7 +181,8 @@ local state = redis.call("HGET", KEYS[1], "state")
 if not state then return "missing" end
 if ARGV[4] == "1" then
   local c = parse_claim(redis.call("HGET", KEYS[3], ARGV[2]))
-  if not c or c.holder ~= ARGV[5] or c.token ~= ARGV[6] or not is_live(c, ARGV[7], incarnation(KEYS[1])) then
+  local live = c and is_live(c, incarnation(KEYS[1]), server_now(), ARGV[7], ARGV[8])
+  if not live or c.holder ~= ARGV[5] or c.token ~= ARGV[6] then
     return "lost"
   end
 end
@@ -182,22 +202,25 @@ return "ok"
 """
 )
 
-# KEYS: claims, snap.  ARGV: task, worker, now, expires_at ("" = no TTL)
+# KEYS: claims, snap.  ARGV: task, worker, now, expires_at ("" = no TTL), ttl, domain, mono
 _CLAIM = (
     _CLAIM_LUA
     + """
 local inc = incarnation(KEYS[2])
 local c = parse_claim(redis.call("HGET", KEYS[1], ARGV[1]))
-if c and is_live(c, ARGV[3], inc) then return false end
+local now = server_now()
+if c and is_live(c, inc, now, ARGV[6], ARGV[7]) then return false end
 local token = 1
 if c then token = tonumber(c.token) + 1 end
 redis.call("HSET", KEYS[1], ARGV[1],
-           format_claim({token = token, inc = inc, claimed = ARGV[3], expires = ARGV[4], holder = ARGV[2]}))
+           format_claim({token = token, inc = inc, claimed = ARGV[3], expires = ARGV[4], start = now,
+                         ttl = ARGV[5], domain = ARGV[6], mono = ARGV[7], holder = ARGV[2]}))
 return token
 """
 )
 
-# KEYS: claims, snap.  ARGV: task, worker, new expires_at (for extend; "" for release)
+# KEYS: claims, snap.  ARGV: task, worker, new expires_at (for extend; "" for release), ttl,
+#       domain, mono
 # Returns "missing", "lost" or {token, claimed_at, expires_at}.
 _RELEASE_OR_EXTEND = (
     _CLAIM_LUA
@@ -207,8 +230,12 @@ if not c or c.holder == "" or c.inc ~= incarnation(KEYS[2]) then return "missing
 if c.holder ~= ARGV[2] then return "lost" end
 if ARGV[3] == "" then
   c.holder = ""
-elseif c.expires ~= "" then
-  c.expires = ARGV[3]
+else
+  if c.expires ~= "" then
+    c.expires = ARGV[3]
+    c.ttl = ARGV[4]
+  end
+  c.start, c.domain, c.mono = server_now(), ARGV[5], ARGV[6]
 end
 redis.call("HSET", KEYS[1], ARGV[1], format_claim(c))
 return {c.token, c.claimed, c.expires}
@@ -284,8 +311,9 @@ class RedisBackend(PersistentBackend):
     """Workflow state in one Redis database, under a key prefix.
 
     ``client`` must return bytes (``decode_responses=False``, the default); :meth:`close`
-    closes it. ``clock`` judges claim expiry and stamps ready times; all workers sharing the
-    database must use clocks that agree to well within a claim's TTL.
+    closes it. ``clock`` stamps ready times and claim times; a claim's expiry is judged by the
+    server's ``TIME`` and, between workers sharing a monotonic clock (``clock.domain``), by that
+    clock: workers' wall clocks need not agree (docs/semantics.md, "Timing assumptions").
     """
 
     def __init__(
@@ -423,7 +451,7 @@ class RedisBackend(PersistentBackend):
                 "0" if claim is None else "1",
                 claim.worker_id if claim else "",
                 claim.token if claim else 0,
-                _micros(self._clock.now()),
+                *self._stamp(),
             ],
         )
         if outcome == b"missing":
@@ -460,19 +488,26 @@ class RedisBackend(PersistentBackend):
         token = await self._run(
             self._claim,
             [self._key("claims", instance_id), self._key("snap", instance_id)],
-            [task_id, worker_id, _micros(now), "" if expires_at is None else _micros(expires_at)],
+            [
+                task_id,
+                worker_id,
+                _micros(now),
+                "" if expires_at is None else _micros(expires_at),
+                "" if ttl is None else ttl // timedelta(microseconds=1),
+                *self._stamp(),
+            ],
         )
         if token is None:
             return None
         return TaskClaim(instance_id, task_id, worker_id, now, expires_at, int(token))
 
     async def _release_or_extend_claim(
-        self, instance_id: str, task_id: str, worker_id: str, new_expiry: str
+        self, instance_id: str, task_id: str, worker_id: str, new_expiry: str, ttl: str = ""
     ) -> list[bytes]:
         reply = await self._run(
             self._release_or_extend,
             [self._key("claims", instance_id), self._key("snap", instance_id)],
-            [task_id, worker_id, new_expiry],
+            [task_id, worker_id, new_expiry, ttl, *self._stamp()],
         )
         if reply == b"missing":
             raise NotFoundError(f"no claim on task {task_id!r} of {instance_id!r}")
@@ -491,7 +526,7 @@ class RedisBackend(PersistentBackend):
         check_duration(additional_duration, "additional_duration")
         new_expiry = _micros(expiry(self._clock.now(), additional_duration))
         token, claimed_at, expires_at = await self._release_or_extend_claim(
-            instance_id, task_id, worker_id, new_expiry
+            instance_id, task_id, worker_id, new_expiry, str(additional_duration // timedelta(microseconds=1))
         )
         return TaskClaim(
             instance_id,
@@ -506,7 +541,9 @@ class RedisBackend(PersistentBackend):
         validate_id(worker_id, "worker_id")
         check_limit(limit)
         found: list[AvailableTask] = []
-        now = self._clock.now()
+        async with self._io():
+            seconds, micros = await self._redis.time()
+        now = (seconds * 1_000_000 + micros, *self._stamp())
         page = min(max(limit, 16), 512)
         for key in self._ready_keys():
             start = 0
@@ -519,7 +556,9 @@ class RedisBackend(PersistentBackend):
                     found += await self._offerable(members, now, limit - len(found))
         return found
 
-    async def _offerable(self, members: list[bytes], now: datetime, limit: int) -> list[AvailableTask]:
+    async def _offerable(
+        self, members: list[bytes], now: tuple[int, str, int], limit: int
+    ) -> list[AvailableTask]:
         """The index entries in ``members`` that are still offerable now, in order."""
         pairs = [tuple(_text(part) for part in m.split(b"\0", 1)) for m in members]
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -554,11 +593,24 @@ class RedisBackend(PersistentBackend):
             for (i, t, h, p, initial, last), last_output in zip(candidates, last_outputs, strict=True)
         ][:limit]
 
+    def _stamp(self) -> tuple[str, int]:
+        """This backend's monotonic clock now: its domain and microseconds."""
+        return self._clock.domain, round(self._clock.monotonic() * 1_000_000)
+
     @staticmethod
-    def _is_live(raw_claim: bytes, now: datetime, incarnation: bytes | None) -> bool:
-        """The Lua ``is_live`` in Python: held, unexpired, and of the current incarnation."""
-        _token, inc, _claimed, expires, holder = raw_claim.split(b"|", 4)
-        return holder != b"" and inc == (incarnation or b"") and (expires == b"" or now < _moment(expires))
+    def _is_live(raw_claim: bytes, now: tuple[int, str, int], incarnation: bytes | None) -> bool:
+        """The Lua ``is_live`` in Python; ``now``: the server's time (microseconds) and this
+        backend's monotonic stamp, read at the start of the poll."""
+        _token, inc, _claimed, _expires, start, ttl, domain, mono, holder = raw_claim.split(b"|", 8)
+        if holder == b"" or inc != (incarnation or b""):
+            return False
+        if ttl == b"":
+            return True
+        server, my_domain, my_mono = now
+        age = server - int(start)
+        if domain.decode() == my_domain:
+            age = max(age, my_mono - int(mono))
+        return age < int(ttl)
 
     # -- cancellation ----------------------------------------------------------------------
     async def request_cancellation(self, instance_id: str, reason: str, requested_by: str) -> None:

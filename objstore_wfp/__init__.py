@@ -5,7 +5,7 @@ See ``README.md`` for the quick start and ``docs/`` for the contract and the key
 
 from objstore_wfp.backends.memory import InMemoryBackend
 from objstore_wfp.backends.objectstore import ObjectStoreBackend
-from objstore_wfp.clock import Clock, ManualClock, SystemClock
+from objstore_wfp.clock import Clock, ManualClock, OffsetClock, SystemClock
 from objstore_wfp.contract import PersistentBackend
 from objstore_wfp.errors import (
     BackendError,
@@ -62,6 +62,7 @@ __all__ = [
     "NotFoundError",
     "NotStarted",
     "ObjectStoreBackend",
+    "OffsetClock",
     "PersistentBackend",
     "SerializationError",
     "StoreUnavailableError",

@@ -23,7 +23,8 @@ from multiprocessing.context import BaseContext
 from multiprocessing.synchronize import Barrier, Event
 from typing import Any
 
-from objstore_wfp import AtFork, AtTask, ObjectStoreBackend, TaskClaim, WorkflowSnapshot
+from objstore_wfp import AtFork, AtTask, ObjectStoreBackend, OffsetClock, TaskClaim, WorkflowSnapshot
+from objstore_wfp.clock import window
 from objstore_wfp.errors import ClaimLostError, ConflictError, NotFoundError
 from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject
 from objstore_wfp.stores.urls import open_store
@@ -86,6 +87,9 @@ def write_json(path: str, value: Any) -> None:
 
 # -- claim races -----------------------------------------------------------------------------------
 # A plan is a list of rounds: ("release", ttl_seconds, 0) or ("expiry", ttl_seconds, window_seconds).
+# Each racer's backend has a clock off by ``skew`` seconds, stepped by ``step`` seconds halfway
+# through; its intervals are real time (``wall()``): from when a claim or renewal came back to
+# the end of the holder's window counted from when it was asked for, or to its release.
 
 
 def race_worker(
@@ -96,8 +100,10 @@ def race_worker(
     plan: list[tuple[str, float, float]],
     barrier: Barrier,
     out_path: str,
+    skew: float = 0.0,
+    step: float = 0.0,
 ) -> None:
-    asyncio.run(_race(index, url, options, tasks, plan, barrier, out_path))
+    asyncio.run(_race(index, url, options, tasks, plan, barrier, out_path, skew, step))
 
 
 async def _race(
@@ -108,15 +114,17 @@ async def _race(
     plan: list[tuple[str, float, float]],
     barrier: Barrier,
     out_path: str,
+    skew: float,
+    step: float,
 ) -> None:
     rng = random.Random(index * 7919 + os.getpid())
+    clock = OffsetClock(timedelta(seconds=skew))
     worker = f"racer-{index}"
     holds: list[dict[str, Any]] = []  # one interval per claim or renewal this process got
     releases: list[dict[str, Any]] = []
     events = {"claims": 0, "extends": 0, "extend_lost": 0}
 
-    def record(rnd: int, claim: TaskClaim, start: float, kind: str = "claim") -> None:
-        assert claim.expires_at is not None
+    def record(rnd: int, claim: TaskClaim, asked: float, ttl: float, kind: str = "claim") -> None:
         holds.append(
             {
                 "kind": kind,
@@ -125,8 +133,8 @@ async def _race(
                 "task": claim.task_id,
                 "token": claim.token,
                 "worker": worker,
-                "start": start,
-                "end": claim.expires_at.timestamp(),
+                "start": wall(),
+                "end": asked + window(ttl),
             }
         )
 
@@ -149,28 +157,32 @@ async def _race(
                 {"round": rnd, "instance": instance, "task": task, "token": claim.token, "outcome": outcome}
             )
 
-    async with ObjectStoreBackend.from_url(url, **options) as backend:
-        for rnd, (kind, ttl, window) in enumerate(plan):
+    # Until when (real time) this racer may act on each claim it holds.
+    until: dict[tuple[str, str], float] = {}
+    async with ObjectStoreBackend.from_url(url, **options, clock=clock) as backend:
+        for rnd, (kind, ttl, period) in enumerate(plan):
+            if rnd == len(plan) // 2:
+                clock.step(timedelta(seconds=step))
             barrier.wait(BARRIER_TIMEOUT)
             held: dict[tuple[str, str], TaskClaim] = {}
             if kind == "release":
                 for instance, task in rng.sample(tasks, len(tasks)):
+                    asked = wall()
                     claim = await backend.claim_task(instance, task, worker, timedelta(seconds=ttl))
                     if claim is not None:
                         events["claims"] += 1
                         held[(instance, task)] = claim
-                        record(rnd, claim, claim.claimed_at.timestamp())
+                        record(rnd, claim, asked, ttl)
                 # Nobody releases before everyone has tried: one winner per task and round.
                 barrier.wait(BARRIER_TIMEOUT)
             else:
-                deadline = time.monotonic() + window
+                deadline = time.monotonic() + period
                 while time.monotonic() < deadline:
                     for instance, task in rng.sample(tasks, len(tasks)):
                         mine = held.get((instance, task))
-                        assert mine is None or mine.expires_at is not None
-                        if mine is not None and wall() < mine.expires_at.timestamp():  # type: ignore[union-attr]
+                        if mine is not None and wall() < until[(instance, task)]:
                             if rng.random() < 0.15:
-                                start = wall()
+                                asked = wall()
                                 try:
                                     renewed = await backend.extend_task_claim(
                                         instance, task, worker, timedelta(seconds=ttl)
@@ -181,13 +193,16 @@ async def _race(
                                 events["extends"] += 1
                                 assert renewed.token == mine.token
                                 held[(instance, task)] = renewed
-                                record(rnd, renewed, start, "renewal")
+                                until[(instance, task)] = asked + window(ttl)
+                                record(rnd, renewed, asked, ttl, "renewal")
                             continue
+                        asked = wall()
                         claim = await backend.claim_task(instance, task, worker, timedelta(seconds=ttl))
                         if claim is not None:
                             events["claims"] += 1
                             held[(instance, task)] = claim
-                            record(rnd, claim, claim.claimed_at.timestamp())
+                            until[(instance, task)] = asked + window(ttl)
+                            record(rnd, claim, asked, ttl)
                     await asyncio.sleep(rng.uniform(0, 0.004))
                 barrier.wait(BARRIER_TIMEOUT)
             await release_all(rnd, held)

@@ -1,9 +1,11 @@
 """Many OS processes race for the same claims and the same results on one store root.
 
-Each racer logs every interval during which it believed it held a claim (from the claim's own
-``claimed_at`` to its ``expires_at``, cut short when it starts a release); the test then checks
-the guarantees on the merged logs: one winner per fresh round, fencing tokens 1, 2, 3, ... per
-task with no duplicate, and no two holders' intervals overlapping.
+Each racer's wall clock is off by a different amount (-1 h to +1 h, one stepped by an hour
+halfway), and each logs, in real time, every interval during which it may act on a claim (from
+when the claim or renewal came back to the end of the holder's window counted from when it asked,
+cut short when it starts a release); the test then checks the guarantees on the merged logs: one
+winner per fresh round, fencing tokens 1, 2, 3, ... per task with no duplicate, and no two
+holders' intervals overlapping.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ REMOTE_ROUNDS = 16
 REMOTE_EXPIRY_TTL = 0.3
 REMOTE_EXPIRY_WINDOW = 1.2
 TASKS = [("race/one", "t1"), ("race/one", "t2"), ("race two ü", "t/../1"), ("race two ü", "T1")]
+#: Each racer's wall-clock offset and the step it takes halfway (seconds).
+CLOCKS = [(-3600, 0), (-300, 0), (-30, 0), (7, 0), (30, 0), (300, 0), (3600, 0), (0, 3600)]
 
 
 def _plan(target: StoreTarget) -> list[tuple[str, float, float]]:
@@ -80,7 +84,16 @@ async def test_claim_races_across_processes(store_target: StoreTarget, tmp_path:
     codes = procs.run_all(
         procs.race_worker,
         [
-            (n, store_target.url, store_target.options, TASKS, _plan(store_target), barrier, outs[n])
+            (
+                n,
+                store_target.url,
+                store_target.options,
+                TASKS,
+                _plan(store_target),
+                barrier,
+                outs[n],
+                *CLOCKS[n],
+            )
             for n in range(RACERS)
         ],
         timeout=200,
@@ -105,10 +118,8 @@ async def test_claim_races_across_processes(store_target: StoreTarget, tmp_path:
     assert takeovers > 0, "no claim expired and was taken over while others raced"
 
     for task in TASKS:
-        tokens = [
-            w["token"] for w in sorted(wins, key=lambda w: w["start"]) if (w["instance"], w["task"]) == task
-        ]
-        # Fencing: 1, 2, 3, ... in the order the claims were won; a duplicate means two winners.
+        tokens = sorted(w["token"] for w in wins if (w["instance"], w["task"]) == task)
+        # Fencing: 1, 2, 3, ... (racers' clocks cannot order the wins); a duplicate means two winners.
         assert tokens == list(range(1, len(tokens) + 1)), f"{task}: tokens {tokens}"
     renewers = {(h["instance"], h["task"], h["token"]): h["worker"] for h in wins}
     for h in holds:

@@ -68,13 +68,16 @@ class _Claim:
     incarnation: int | None
     claimed_at: datetime
     expires_at: datetime | None
+    #: When the lease ends on the backend clock's ``monotonic()`` (wall clocks may step).
+    ends: float | None
 
-    def live(self, now: datetime, incarnation: int | None) -> bool:
-        """Held, unexpired, and taken in ``incarnation`` (the instance's current one)."""
+    def live(self, now: float, incarnation: int | None) -> bool:
+        """Held, unexpired at ``now`` (monotonic seconds), and taken in ``incarnation`` (the
+        instance's current one)."""
         return (
             self.holder is not None
             and self.incarnation == incarnation
-            and (self.expires_at is None or now < self.expires_at)
+            and (self.ends is None or now < self.ends)
         )
 
 
@@ -200,7 +203,7 @@ class InMemoryBackend(PersistentBackend):
 
     def _check_holding(self, claim: TaskClaim, incarnation: int) -> None:
         stored = self._claims.get((claim.instance_id, claim.task_id))
-        now = self._clock.now()
+        now = self._clock.monotonic()
         if (
             stored is None
             or stored.holder != claim.worker_id
@@ -225,10 +228,11 @@ class InMemoryBackend(PersistentBackend):
         check_duration(ttl, "ttl", optional=True)
         with self._lock:
             now = self._clock.now()
+            ticks = self._clock.monotonic()
             key = (instance_id, task_id)
             old = self._claims.get(key)
             incarnation = self._incarnation(instance_id)
-            if old is not None and old.live(now, incarnation):
+            if old is not None and old.live(ticks, incarnation):
                 return None
             claim = _Claim(
                 worker_id,
@@ -236,6 +240,7 @@ class InMemoryBackend(PersistentBackend):
                 incarnation,
                 now,
                 expiry(now, ttl) if ttl is not None else None,
+                ticks + ttl.total_seconds() if ttl is not None else None,
             )
             self._claims[key] = claim
             return TaskClaim(instance_id, task_id, worker_id, now, claim.expires_at, claim.token)
@@ -266,6 +271,7 @@ class InMemoryBackend(PersistentBackend):
             claim = self._held_by(instance_id, task_id, worker_id)
             if claim.expires_at is not None:
                 claim.expires_at = expiry(self._clock.now(), additional_duration)
+                claim.ends = self._clock.monotonic() + additional_duration.total_seconds()
             return TaskClaim(instance_id, task_id, worker_id, claim.claimed_at, claim.expires_at, claim.token)
 
     async def find_available_tasks(self, worker_id: str, limit: int) -> list[AvailableTask]:
@@ -275,7 +281,7 @@ class InMemoryBackend(PersistentBackend):
             return []
         found: list[tuple[tuple[int, datetime, str, str], AvailableTask]] = []
         with self._lock:
-            now = self._clock.now()
+            now = self._clock.monotonic()
             for instance_id, record in self._instances.items():
                 if record.cancellation is not None or not record.ready_at:
                     continue

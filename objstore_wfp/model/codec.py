@@ -100,6 +100,13 @@ class Reader:
     def integer(self, key: str) -> int:
         return self._typed(key, int, "an integer", False)  # type: ignore[no-any-return]
 
+    def number(self, key: str) -> float:
+        return float(self._typed(key, (int, float), "a number", False))
+
+    def opt_number(self, key: str) -> float | None:
+        value = self._typed(key, (int, float), "a number", True)
+        return None if value is None else float(value)
+
     def texts(self, key: str) -> list[str]:
         value = self._typed(key, list, "a list", False)
         if not all(isinstance(v, str) for v in value):

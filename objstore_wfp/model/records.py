@@ -19,7 +19,14 @@ class TaskResult:
 @dataclass(frozen=True)
 class TaskClaim:
     """A lease on one task. ``token`` is a fencing token: it grows every time the claim passes to
-    a new holder, so a write carrying an older token can be recognised as stale."""
+    a new holder, so a write carrying an older token can be recognised as stale.
+
+    ``claimed_at`` and ``expires_at`` are in the wall clock of the backend that returned the
+    claim (its ``clock.now()``): when it asked for the claim, and when it asked for the claim
+    or its last renewal plus the TTL (the lease really ends no earlier); in ``list_claims``,
+    that backend's now plus what the lease has left. Compare them with that clock only: other
+    workers' clocks may be off by any amount, and expiry is never judged from these fields (see
+    "Timing assumptions" in docs/semantics.md)."""
 
     instance_id: str
     task_id: str
@@ -34,7 +41,8 @@ class TaskClaim:
             require_aware(self.expires_at, "expires_at")
 
     def is_expired(self, now: datetime | None = None) -> bool:
-        """True once ``now`` (default: the system clock) reaches ``expires_at``.
+        """True once ``now`` (default: the system clock; pass the returning backend's clock's
+        ``now()``) reaches ``expires_at``.
 
         >>> from datetime import datetime, timedelta, timezone
         >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from objstore_wfp.clock import Clock, SystemClock
+from objstore_wfp.clock import Clock, SystemClock, window
 from objstore_wfp.contract import PersistentBackend
 from objstore_wfp.errors import BackendError, ClaimLostError, ConflictError, NotFoundError
 from objstore_wfp.ids import validate_id
@@ -69,6 +69,9 @@ def default_worker_id() -> str:
 @dataclass
 class _Lease:
     claim: TaskClaim
+    #: Until when (the worker clock's ``monotonic()``) this worker may act on the lease: the
+    #: holder's window from the send of the claim or of the last renewal that succeeded.
+    deadline: float
     lost: str | None = None
     cancelled: bool = False
 
@@ -189,6 +192,9 @@ class Worker:
         # Tasks this worker is claiming or running: a poll that races a claim's index update
         # may offer them again, and claiming one's own task only costs a refused write.
         self._busy: set[tuple[str, str]] = set()
+        # When each claim this worker got was asked for (``clock.monotonic()``), until it runs:
+        # its lease is timed from there, not from any wall clock.
+        self._asked: dict[tuple[str, str, int], float] = {}
 
     # -- public entry points -------------------------------------------------------------------
     async def run_once(self) -> int:
@@ -395,6 +401,7 @@ class Worker:
                     (t.instance_id, t.task_id) != (instance_id, task_id) for t, _ in claimed
                 )
 
+            asked = self.clock.monotonic()
             try:
                 found = await self.backend.claim_available(
                     self.worker_id, limit - len(claimed), self.lease, accept
@@ -402,6 +409,7 @@ class Worker:
             except BackendError as exc:
                 log.warning("worker %s: polling for tasks failed: %s", self.worker_id, exc)
                 return claimed
+            self._asked.update(((c.instance_id, c.task_id, c.token), asked) for _, c in found)
             claimed.extend(found)
             if len(claimed) >= wanted or not skipped or limit >= MAX_FIND_LIMIT:
                 return claimed
@@ -418,6 +426,7 @@ class Worker:
         recorded."""
         found = self._step_for(task)
         if found is None:
+            self._asked.pop((claim.instance_id, claim.task_id, claim.token), None)
             await self._release(task.instance_id, task.task_id)
             return 0
         flow, _ = found
@@ -450,8 +459,12 @@ class Worker:
         return self._stop is not None and self._stop.is_set()
 
     async def _claim(self, instance_id: str, task_id: str) -> TaskClaim | None:
+        asked = self.clock.monotonic()
         try:
-            return await self.backend.claim_task(instance_id, task_id, self.worker_id, self.lease)
+            claim = await self.backend.claim_task(instance_id, task_id, self.worker_id, self.lease)
+            if claim is not None:
+                self._asked[(instance_id, task_id, claim.token)] = asked
+            return claim
         except BackendError as exc:
             log.warning("worker %s: claiming %s/%s failed: %s", self.worker_id, instance_id, task_id, exc)
             # Hold the slot for a poll interval so a failing store is not hammered in a loop.
@@ -465,11 +478,12 @@ class Worker:
         Returns (1 if the task ended recorded, else 0) and, when the write made tasks ready
         that this worker may run next, the saved snapshot and those tasks' ids."""
         iid, tid = claim.instance_id, claim.task_id
+        asked = self._asked.pop((iid, tid, claim.token), None)
         step = flow.task(tid)
-        if step is None:
+        if step is None or asked is None:
             await self._release(iid, tid)
             return 0, None
-        lease = _Lease(claim)
+        lease = _Lease(claim, asked + window(self.lease.total_seconds()))
         holding = True
         try:
             if claim.token > 1 and await self.backend.load_task_result(iid, tid) is not None:
@@ -554,26 +568,32 @@ class Worker:
             work.cancel()
 
     async def _heartbeat(self, lease: _Lease, work: asyncio.Future[Any]) -> None:
+        """Renew every ``heartbeat``; abandon the run when the lease is lost, or may have lapsed
+        for others: no renewal succeeded within the window of the last one (a renewal still
+        unanswered then is given up)."""
         claim = lease.claim
         interval = self.heartbeat.total_seconds()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, min(interval, lease.deadline - self.clock.monotonic())))
+            asked = self.clock.monotonic()
             try:
-                renewed = await self.backend.extend_task_claim(
+                renewal = self.backend.extend_task_claim(
                     claim.instance_id, claim.task_id, self.worker_id, self.lease
                 )
+                renewed = await asyncio.wait_for(renewal, max(0.0, lease.deadline - asked))
                 if renewed.token != claim.token:
                     # This worker holds the task again under a newer claim (the instance was
                     # replaced, or the lease lapsed and it claimed anew): not this run's lease.
                     raise ClaimLostError(f"now held with token {renewed.token}, not {claim.token}")
                 lease.claim = renewed
+                lease.deadline = asked + window(self.lease.total_seconds())
             except (ClaimLostError, NotFoundError) as exc:
                 lease.lost = f"lease lost: {exc}"
                 work.cancel()
                 return
-            except BackendError as exc:
-                if lease.claim.is_expired(self.clock.now()):
-                    lease.lost = f"lease expired while renewing failed: {exc}"
+            except (BackendError, asyncio.TimeoutError) as exc:
+                if self.clock.monotonic() >= lease.deadline:
+                    lease.lost = f"lease may have lapsed while renewing failed: {exc!r}"
                     work.cancel()
                     return
                 log.warning("worker %s: renewing lease failed, will retry: %s", self.worker_id, exc)

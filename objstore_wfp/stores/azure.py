@@ -42,7 +42,7 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError
 from objstore_wfp.stores._perloop import PerLoop
 from objstore_wfp.stores._retry import RetryPolicy, TransientError, with_retries, without_hidden_retries
-from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject
+from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject, server_age
 
 T = TypeVar("T")
 
@@ -201,9 +201,15 @@ class AzureBlobStore(ConditionalStore):
         what = f"{self.url}: read {key!r}"
 
         async def read() -> StoredObject:
-            downloader = await (await self._blob(key)).download_blob()
+            answered: list[str] = []  # the first response's Date: the server's time on reading
+
+            def hook(response: Any) -> None:
+                answered.append(response.http_response.headers.get("Date", ""))
+
+            downloader = await (await self._blob(key)).download_blob(raw_response_hook=hook)
             data = await downloader.readall()
-            return StoredObject(bytes(data), _etag(downloader.properties.etag))
+            age = server_age(downloader.properties.last_modified, answered[0] if answered else None)
+            return StoredObject(bytes(data), _etag(downloader.properties.etag), age)
 
         try:
             return await self._call(what, read)

@@ -24,6 +24,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,27 @@ class StoredObject:
 
     data: bytes
     version: str
+    #: Seconds this version had existed when the store answered, on the store's own clock and
+    #: never more than the truth (see :func:`server_age`); ``None`` where the store reports no
+    #: write time and server time (local disk, memory, obstore).
+    age: float | None = None
+
+
+def server_age(written: datetime | str | None, answered: str | None) -> float | None:
+    """The age :attr:`StoredObject.age` wants, from a response's write time (``Last-Modified``
+    as a datetime or an HTTP date) and its ``Date`` header (an HTTP date). Stores give both to
+    the second (S3 and Azure keep no finer write time), truncated: the true age is more than
+    ``Date - written - 1 s``, which is returned (at least 0). ``None`` when either is missing or
+    unparsable: the backend then times the version on its own clock."""
+    try:
+        if isinstance(written, str):
+            written = parsedate_to_datetime(written)
+        now = parsedate_to_datetime(answered) if answered else None
+    except (TypeError, ValueError):
+        return None
+    if written is None or now is None or written.tzinfo is None or now.tzinfo is None:
+        return None
+    return max(0.0, (now - written).total_seconds() - 1.0)
 
 
 @dataclass(frozen=True)

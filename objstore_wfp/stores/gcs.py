@@ -41,7 +41,7 @@ from gcsfs.core import GCSFileSystem, _client_cert_ssl_context
 from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError, UnsupportedStoreError
 from objstore_wfp.stores._perloop import PerLoop
 from objstore_wfp.stores._retry import RetryPolicy, TransientError, with_retries, without_hidden_retries
-from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject
+from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject, server_age
 
 #: HTTP statuses worth another attempt. 429 is GCS's per-object rate limit (about one write per
 #: second to one name) as well as general throttling.
@@ -222,7 +222,8 @@ class GCSStore(ConditionalStore):
         generation = _header(headers, "x-goog-generation")
         if generation is None:
             raise StoreUnavailableError(f"{self.url}: read {key!r} answered without x-goog-generation")
-        return StoredObject(body, generation)
+        age = server_age(_header(headers, "last-modified"), _header(headers, "date"))
+        return StoredObject(body, generation, age)
 
     # -- the interface ------------------------------------------------------------------------
 

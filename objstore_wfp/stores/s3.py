@@ -68,7 +68,7 @@ from objstore_wfp.backoff import Backoff
 from objstore_wfp.errors import InvalidArgumentError, StoreUnavailableError, UnsupportedStoreError
 from objstore_wfp.stores._perloop import PerLoop
 from objstore_wfp.stores._retry import S3_RETRYABLE_CODES
-from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject
+from objstore_wfp.stores.base import ConditionalStore, ListedObject, StoredObject, server_age
 from objstore_wfp.stores.probe import check_botocore_conditions
 
 T = TypeVar("T")
@@ -270,7 +270,9 @@ class S3Store(ConditionalStore):
             raise
         async with response["Body"] as body:
             data = await body.read()
-        return StoredObject(bytes(data), str(response["ETag"]))
+        answered = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        age = server_age(response.get("LastModified"), answered)
+        return StoredObject(bytes(data), str(response["ETag"]), age)
 
     async def _version_if_ours(self, key: str, data: bytes) -> str | None:
         """After a refused conditional PUT: the version of ``key`` if it holds exactly ``data``

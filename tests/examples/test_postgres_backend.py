@@ -10,8 +10,9 @@ import pytest
 from postgres_backend import PostgresBackend
 from psycopg import sql
 
-from objstore_wfp import ManualClock, SerializationError, WorkflowSnapshot
+from objstore_wfp import ManualClock, OffsetClock, SerializationError, WorkflowSnapshot
 from objstore_wfp.testing import BackendConformance
+from tests.examples.skew import check_leases_ignore_wall_clocks
 
 
 class TestPostgresBackend(BackendConformance):
@@ -35,3 +36,10 @@ async def test_corrupt_snapshot_is_a_serialization_error(postgres_dsn: str, post
         with pytest.raises(SerializationError, match="bad"):
             await backend.load_snapshot("bad")
         assert (await backend.load_snapshot("good")).instance_id == "good"
+
+
+async def test_leases_ignore_wall_clocks(postgres_dsn: str, postgres_schema: str) -> None:
+    async def open_backend(clock: OffsetClock) -> PostgresBackend:
+        return await PostgresBackend.connect(postgres_dsn, schema=postgres_schema, clock=clock)
+
+    await check_leases_ignore_wall_clocks(open_backend)

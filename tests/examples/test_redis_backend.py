@@ -9,8 +9,9 @@ import pytest
 import redis.asyncio
 from redis_backend import RedisBackend
 
-from objstore_wfp import ManualClock, SerializationError, StoreUnavailableError, WorkflowSnapshot
+from objstore_wfp import ManualClock, OffsetClock, SerializationError, StoreUnavailableError, WorkflowSnapshot
 from objstore_wfp.testing import BackendConformance
+from tests.examples.skew import check_leases_ignore_wall_clocks
 from tests.servers import free_port
 
 
@@ -41,3 +42,10 @@ async def test_unreachable_server_is_store_unavailable() -> None:
     async with backend:
         with pytest.raises(StoreUnavailableError):
             await backend.list_snapshots()
+
+
+async def test_leases_ignore_wall_clocks(redis_url: str, redis_prefix: str) -> None:
+    async def open_backend(clock: OffsetClock) -> RedisBackend:
+        return RedisBackend.from_url(redis_url, prefix=redis_prefix, clock=clock)
+
+    await check_leases_ignore_wall_clocks(open_backend)

@@ -29,6 +29,7 @@ from objstore_wfp.backends.objectstore.documents import (
     marker_layout,
     same,
 )
+from objstore_wfp.backends.objectstore.leases import Leases
 from objstore_wfp.backends.objectstore.ready import STALE_GRACE, ReadyIndex
 from objstore_wfp.backends.objectstore.repair import RepairReport, repair
 from objstore_wfp.backends.objectstore.snapshots import Snapshots
@@ -115,8 +116,9 @@ class ObjectStoreBackend(PersistentBackend):
         self._clock = clock or SystemClock()
         self._blobs = Blobs(store, inline_limit)
         self._snapshots = Snapshots(store, self._blobs)
-        self._index = ReadyIndex(store, self._snapshots)
-        self._claims = Claims(store, self._clock, self._snapshots, self._index)
+        leases = Leases(self._clock)
+        self._index = ReadyIndex(store, self._snapshots, leases)
+        self._claims = Claims(store, self._clock, self._snapshots, self._index, leases)
         self._verify = verify_conditional_writes
         self._opened = False
 

@@ -25,10 +25,11 @@ from datetime import datetime, timedelta
 from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.cas import UNREAD, Keep, Write, _Unread, compare_and_swap
 from objstore_wfp.backends.objectstore.documents import ClaimRecord, Snapshot, parse_claim
+from objstore_wfp.backends.objectstore.leases import Leases, read_claim
 from objstore_wfp.backends.objectstore.ready import ReadyIndex, epoch_us, slot_due_us
 from objstore_wfp.backends.objectstore.snapshots import Snapshots
 from objstore_wfp.backends.validation import expiry
-from objstore_wfp.clock import Clock
+from objstore_wfp.clock import Clock, window
 from objstore_wfp.errors import ClaimLostError, NotFoundError, SerializationError
 from objstore_wfp.model import TaskClaim
 from objstore_wfp.stores.base import ConditionalStore, StoredObject
@@ -52,10 +53,11 @@ class Claims:
     """Claim, renew, release and check the claims of one store."""
 
     def __init__(
-        self, store: ConditionalStore, clock: Clock, snapshots: Snapshots, index: ReadyIndex
+        self, store: ConditionalStore, clock: Clock, snapshots: Snapshots, index: ReadyIndex, leases: Leases
     ) -> None:
         self.store = store
         self.clock = clock
+        self.leases = leases
         self.snapshots = snapshots
         self.index = index
         self._grants: OrderedDict[tuple[str, str], Grant] = OrderedDict()
@@ -83,10 +85,6 @@ class Claims:
         return UNREAD if grant is None else grant.stored
 
     # -- reading -----------------------------------------------------------------------------
-    async def read(self, key: str) -> ClaimRecord | None:
-        found = await self.store.get(key)
-        return None if found is None else parse_claim(found, key)
-
     async def _current(self, instance: str, incarnation: str | None) -> bool:
         """Whether ``incarnation`` is the instance's current one (``None``: no snapshot exists),
         on a fresh read: a cached copy may hold an incarnation deleted since."""
@@ -94,13 +92,23 @@ class Claims:
         return (stored.incarnation if stored is not None else None) == incarnation
 
     async def holding(self, claim: TaskClaim) -> ClaimRecord:
-        """The stored record of ``claim`` if its holder still holds it live; else
-        ``ClaimLostError``. No request when this backend granted the claim itself."""
+        """The stored record of ``claim`` if its holder may still act on it (see
+        :func:`~objstore_wfp.backends.objectstore.leases.window`); else ``ClaimLostError``.
+        No request when this backend granted the claim itself: its own send time is known."""
         key = _key(claim.instance_id, claim.task_id)
         grant = self._grant(key, claim.worker_id)
-        mine = grant is not None and grant.record.token == claim.token
-        record = grant.record if grant is not None and mine else await self.read(key)
-        if record is None or not record.holds(claim, self.clock.now()):
+        if grant is not None and grant.record.token == claim.token:
+            record: ClaimRecord | None = grant.record
+            held = self.leases.holds(grant.record)
+        else:
+            read = await read_claim(self.store, key)
+            record = None if read is None else read[1]
+            held = (
+                read is not None
+                and read[1].holder is not None
+                and (read[1].ttl is None or self.leases.age(key, *read) < window(read[1].ttl))
+            )
+        if record is None or not held or (record.holder, record.token) != (claim.worker_id, claim.token):
             raise ClaimLostError(
                 f"worker {claim.worker_id!r} no longer holds task {claim.task_id!r} of "
                 f"{claim.instance_id!r} with token {claim.token}"
@@ -136,11 +144,12 @@ class Claims:
                     # Incarnation ids are never reused.
                     fresh = await self.snapshots.read(instance)
                     incarnation = fresh.incarnation if fresh is not None else None
-                if old.live(now) and old.incarnation == incarnation:
+                if self.leases.live(key, found, old) and old.incarnation == incarnation:
                     return Keep(None)
                 replaced.append(old)
             token = replaced[0].token + 1 if replaced else 1
             expires = None if ttl is None else expiry(now, ttl)
+            stamp = self.leases.stamp()  # before the write is sent: the lease runs from here
             entry = None
             old_slot.clear()
             current = stored if stored is not None and stored.incarnation == incarnation else None
@@ -166,7 +175,9 @@ class Claims:
                         await self.index.delete_quietly(
                             [layout.ready_key(slot, instance, task), *([seen] if seen else [])]
                         )
-            record = ClaimRecord(instance_id, task_id, incarnation, worker_id, token, now, expires, entry)
+            record = ClaimRecord(
+                instance_id, task_id, incarnation, worker_id, token, now, expires, entry, _seconds(ttl), stamp
+            )
             return Write(record.to_bytes(), record)
 
         # A task reserved for a chaining worker is claimed blind (one request). A task any poll
@@ -276,7 +287,10 @@ class Claims:
         self, instance_id: str, task_id: str, worker_id: str, additional: timedelta
     ) -> TaskClaim:
         def renewed(record: ClaimRecord, now: datetime) -> ClaimRecord:
-            return replace(record, expires_at=None if record.expires_at is None else expiry(now, additional))
+            if record.ttl is None:
+                return replace(record, stamp=self.leases.stamp())
+            expires = expiry(now, additional)
+            return replace(record, expires_at=expires, ttl=_seconds(additional), stamp=self.leases.stamp())
 
         _, record, version = await self._update_holding(instance_id, task_id, worker_id, renewed)
         self._remember(_key(instance_id, task_id), record, version)
@@ -331,19 +345,23 @@ class Claims:
         snapshots: dict[str, Snapshot | None] = {}
         async for obj in self.store.list(prefix):
             try:
-                record = await self.read(obj.key)
+                read = await read_claim(self.store, obj.key)
             except SerializationError as exc:
                 log.warning("skipping unreadable claim: %s", exc)
                 continue
-            if record is None or record.holder is None:
+            if read is None or read[1].holder is None:
                 continue
+            found, record = read
             instance = layout.encode_id(record.instance_id)
             if instance not in snapshots:
                 snapshots[instance] = await self.snapshots.read_quietly(instance)
             stored = snapshots[instance]
             incarnation = stored.incarnation if stored is not None else None
             if record.incarnation == incarnation and not (stored and stored.terminal):
-                claims.append(record.public())
+                # The expiry in this backend's clock: now plus what the lease has left.
+                left = self.leases.remaining(obj.key, found, record)
+                expires = None if left is None else self.clock.now() + timedelta(seconds=left)
+                claims.append(replace(record, expires_at=expires).public())
         return sorted(claims, key=lambda c: (c.instance_id, c.task_id))
 
 
@@ -351,6 +369,10 @@ def _reserved(stored: Snapshot, task_id: str, now: datetime) -> bool:
     """Whether ``task_id``'s entry is leased into the future (kept for a chaining worker)."""
     slot = stored.ready.get(task_id)
     return slot is not None and layout.slot_kind(slot) == layout.LEASED and slot_due_us(slot) > epoch_us(now)
+
+
+def _seconds(ttl: timedelta | None) -> float | None:
+    return None if ttl is None else ttl.total_seconds()
 
 
 def _key(instance_id: str, task_id: str) -> str:

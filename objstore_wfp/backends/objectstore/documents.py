@@ -159,9 +159,22 @@ def cancel_to_json(request: CancellationRequest) -> JSON:
 
 
 @dataclass(frozen=True)
+class Stamp:
+    """A reading of a monotonic clock: ``at`` seconds in ``domain`` (see :mod:`objstore_wfp.clock`)."""
+
+    domain: str
+    at: float
+
+
+@dataclass(frozen=True)
 class ClaimRecord:
     """One task's lease. ``incarnation`` is the snapshot's when the claim was taken (``None``
-    when no snapshot existed): a claim of another incarnation is dead for this one."""
+    when no snapshot existed): a claim of another incarnation is dead for this one.
+
+    The lease runs ``ttl`` seconds from when its writer sent it (``stamp``, on the writer's
+    monotonic clock), or from when the store wrote it, by the store's clock: never by a wall
+    clock (see :mod:`objstore_wfp.backends.objectstore.leases`). ``claimed_at`` and
+    ``expires_at`` are the writer's wall clock, kept for people reading the object."""
 
     instance_id: str
     task_id: str
@@ -173,17 +186,17 @@ class ClaimRecord:
     #: The key of the leased index entry this holding placed, so whoever replaces or releases
     #: the claim removes it (``None``: the task was not ready when claimed).
     entry: str | None = None
-
-    def live(self, now: datetime) -> bool:
-        return self.holder is not None and (self.expires_at is None or now < self.expires_at)
-
-    def holds(self, claim: TaskClaim, now: datetime) -> bool:
-        return self.holder == claim.worker_id and self.token == claim.token and self.live(now)
+    #: Seconds the lease lasts (``None``: never expires).
+    ttl: float | None = None
+    #: The writer's monotonic clock just before it sent this version (``None`` in claims
+    #: written before leases were timed so).
+    stamp: Stamp | None = None
 
     def released(self) -> ClaimRecord:
         return replace(self, holder=None, entry=None)
 
     def to_bytes(self) -> bytes:
+        stamp = None if self.stamp is None else {"domain": self.stamp.domain, "at": self.stamp.at}
         return dumps(
             envelope(
                 "claim",
@@ -194,6 +207,8 @@ class ClaimRecord:
                     "worker_id": self.holder,
                     "claimed_at": iso(self.claimed_at),
                     "expires_at": opt_iso(self.expires_at),
+                    "ttl": self.ttl,
+                    "stamp": stamp,
                     "token": self.token,
                     "entry": self.entry,
                     "w": nonce(),
@@ -218,15 +233,29 @@ def parse_claim(obj: StoredObject, key: str) -> ClaimRecord:
     if placed != key:
         # A copied or misplaced object: believing it would report or fence another task.
         raise SerializationError(f"{key}: holds the claim of task {task_id!r} of {instance_id!r}")
+    claimed_at = r.timestamp("claimed_at")
+    expires_at = r.opt_timestamp("expires_at")
+    if "ttl" in r.doc:
+        ttl = r.opt_number("ttl")
+        stamp_doc = r.raw("stamp")
+        stamp = None
+        if stamp_doc is not None:
+            s = r.obj("stamp")
+            stamp = Stamp(s.text("domain"), s.number("at"))
+    else:  # written before leases were timed by monotonic clocks: its length is all it tells
+        ttl = None if expires_at is None else (expires_at - claimed_at).total_seconds()
+        stamp = None
     return ClaimRecord(
         instance_id,
         task_id,
         r.opt_text("incarnation"),
         r.opt_text("worker_id"),
         r.integer("token"),
-        r.timestamp("claimed_at"),
-        r.opt_timestamp("expires_at"),
+        claimed_at,
+        expires_at,
         r.opt_text("entry"),
+        ttl,
+        stamp,
     )
 
 

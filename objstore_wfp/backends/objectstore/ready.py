@@ -24,7 +24,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 from objstore_wfp.backends import layout
-from objstore_wfp.backends.objectstore.documents import ClaimRecord, Snapshot, nonce, parse_claim
+from objstore_wfp.backends.objectstore.documents import Snapshot, nonce
+from objstore_wfp.backends.objectstore.leases import Leases, read_claim
 from objstore_wfp.backends.objectstore.snapshots import Snapshots
 from objstore_wfp.errors import SerializationError
 from objstore_wfp.model import AvailableTask
@@ -53,9 +54,10 @@ def epoch_us(moment: datetime) -> int:
 class ReadyIndex:
     """Writes, moves and reads the ready index of one store."""
 
-    def __init__(self, store: ConditionalStore, snapshots: Snapshots) -> None:
+    def __init__(self, store: ConditionalStore, snapshots: Snapshots, leases: Leases) -> None:
         self.store = store
         self.snapshots = snapshots
+        self.leases = leases
         # Entries seen in polls (so a claim can move the one it was offered) and entries seen
         # under a live lease (so later polls skip them without a GET until the lease ends).
         self._seen: dict[tuple[str, str], str] = {}
@@ -209,15 +211,20 @@ class ReadyIndex:
             # made the entry leased. Only leased entries need their claim read.
             if not entry.leased:
                 return True
+            key = layout.claim_key(entry.instance, entry.task)
             try:
-                record = await read_claim_record(self.store, layout.claim_key(entry.instance, entry.task))
+                read = await read_claim(self.store, key)
             except SerializationError as exc:
                 log.warning("skipping task with unreadable claim: %s", exc)
                 return False
-            if record is None or record.incarnation != stored.incarnation or not record.live(now):
+            if read is None or read[1].incarnation != stored.incarnation or read[1].holder is None:
                 return True
-            if record.expires_at is not None:
-                self.hold(entry.key, record.expires_at)
+            left = self.leases.remaining(key, *read)
+            if left is None:
+                return False
+            if left <= 0:
+                return True
+            self.hold(entry.key, now + timedelta(seconds=left))  # in this poller's clock
             return False
 
         verdicts = await asyncio.gather(*(claimable(e, s) for e, s, _ in ready))
@@ -248,8 +255,3 @@ def _ready_task(stored: Snapshot | None, entry: layout.ReadyEntry) -> str | None
         if layout.encode_id(task_id) == entry.task:
             return task_id
     return None
-
-
-async def read_claim_record(store: ConditionalStore, key: str) -> ClaimRecord | None:
-    found = await store.get(key)
-    return None if found is None else parse_claim(found, key)
