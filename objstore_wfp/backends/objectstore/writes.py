@@ -2,8 +2,10 @@
 
 One function serves every write of a whole workflow state (save, create, and a worker's
 record-and-advance), so the rules live once: recorded results are kept and first-wins, ready
-tasks keep their index entry while they stay ready, the incarnation, fences and a pending
-cancellation request carry over, and large values go to blobs of the incarnation.
+tasks keep their index entry while they stay ready, a wait's step gets an entry due when it is
+(see :meth:`Snapshot.wait_due`), the incarnation, fences, a pending cancellation request, a
+pause request (until the state is final) and the buffered signals carry over, and large values
+go to blobs of the incarnation.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Any
 from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.blobs import Blobs, blob_keys
 from objstore_wfp.backends.objectstore.documents import Snapshot, Stash, nonce, same
-from objstore_wfp.backends.objectstore.ready import ReadyIndex
+from objstore_wfp.backends.objectstore.ready import ReadyIndex, epoch_us
 from objstore_wfp.errors import ConflictError
-from objstore_wfp.model import Completed, WorkflowSnapshot
+from objstore_wfp.model import AtDelay, AtSignal, Completed, WorkflowSnapshot
 from objstore_wfp.model.codec import dumps, envelope, iso, state_to_json
 
 
@@ -99,6 +101,20 @@ class Composer:
                 ready[task_id] = ReadyIndex.leased_slot(snapshot.priority, now)
             else:
                 ready[task_id] = ReadyIndex.fresh_slot(snapshot.priority, now)
+        wait = snapshot.waiting_on()
+        if wait is not None and wait.step_id not in results:
+            # A wait's step is offered once due: its entry is due then (none while it waits for
+            # a signal without timeout). An unchanged wait keeps the entry it has.
+            step = wait.step_id
+            unchanged = old is not None and old.wait() == wait and old.priority == snapshot.priority
+            if unchanged and old is not None and step in old.ready:
+                ready[step] = old.ready[step]
+            else:
+                due = old.wait_due(wait, now) if old is not None else _due_without_signals(wait)
+                if due is not None:
+                    claimed = old is not None and (step in old.ready or step in old.fences)
+                    kind = layout.LEASED if claimed else layout.FRESH
+                    ready[step] = layout.ready_slot(snapshot.priority, epoch_us(due), kind, nonce())
         created = [
             layout.ready_key(slot, self.instance, layout.encode_id(t))
             for t, slot in ready.items()
@@ -123,6 +139,8 @@ class Composer:
                 "ready": ready,
                 "fences": old.fences if old is not None else {},
                 "cancel": old.cancel if old is not None else None,
+                "pause": old.pause if old is not None and not snapshot.is_terminal else None,
+                **(old.signal_fields(old.signals, old.signal_seq, old.absorbed) if old is not None else {}),
                 "w": nonce(),
             },
         )
@@ -151,3 +169,7 @@ class Composer:
         for value in self.stashed.values():
             if isinstance(value, dict) and value["blob"] not in used:
                 await self.blobs.drop(value)
+
+
+def _due_without_signals(wait: AtDelay | AtSignal) -> datetime | None:
+    return wait.wake_at if isinstance(wait, AtDelay) else wait.timeout_at
