@@ -192,15 +192,16 @@ class PersistentBackend(ABC):
         recorded by another execution wins and is kept; ``None`` records nothing, e.g. to mark
         the workflow failed under the claim), then let ``advance`` move the workflow and save
         it by compare-and-swap. Returns the saved snapshot and up to ``take`` tasks it
-        made ready that the caller may claim next. ``reserve`` asks the backend to keep those
-        tasks out of other workers' polls for that long, where it can (an object store can; a
-        poll then never offers a task its next holder is about to claim). Raises
+        made ready that the caller may claim next (none while the instance is paused).
+        ``reserve`` asks the backend to keep those tasks out of other workers' polls for that
+        long, where it can (an object store can; a poll then never offers a task its next
+        holder is about to claim). Raises
         ``ClaimLostError``, ``NotFoundError``, and ``ConflictError`` when the instance is final
         without this task's output.
 
         The default is :meth:`save_task_result` followed by a load/advance/save loop (two
-        writes, no reservation; with ``output=None`` the advance is not fenced); a backend may
-        do both in one atomic write.
+        writes, no reservation; with ``output=None`` the advance is not fenced; a read of the
+        pause request when it made tasks ready); a backend may do all in one atomic write.
         """
         from objstore_wfp.runtime.cas import update_snapshot
 
@@ -219,6 +220,8 @@ class PersistentBackend(ABC):
 
         snapshot = await update_snapshot(self, claim.instance_id, mutate)
         fresh = [t for t in snapshot.available_task_ids() if t not in before]
+        if fresh and await self.get_pause_request(claim.instance_id) is not None:
+            return snapshot, []
         return snapshot, fresh[:take]
 
     async def claim_available(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from objstore_wfp.backends.validation import (
+    check_claim,
     check_claim_for,
     check_duration,
     check_ids,
@@ -416,7 +417,7 @@ class InMemoryBackend(PersistentBackend):
             return [s for s in self._get(instance_id).signals if name is None or s.name == name]
 
     async def deliver_signal(self, claim: TaskClaim) -> bytes | None:
-        check_claim_for(claim, claim.instance_id, claim.task_id)
+        check_claim(claim)
         with self._lock:
             record = self._get(claim.instance_id)
             self._check_holding(claim, record.incarnation)

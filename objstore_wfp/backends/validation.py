@@ -153,6 +153,15 @@ def check_text(value: object, what: str) -> str:
     return value
 
 
+def check_claim(claim: object) -> TaskClaim:
+    """A claim a method acts under (``InvalidArgumentError`` for anything else)."""
+    if not isinstance(claim, TaskClaim):
+        raise InvalidArgumentError(f"claim must be a TaskClaim, got {type(claim).__name__}")
+    validate_id(claim.instance_id, "instance_id")
+    validate_id(claim.task_id, "task_id")
+    return claim
+
+
 def check_claim_for(claim: TaskClaim | None, instance_id: str, task_id: str) -> None:
     if claim is None:
         return

@@ -35,6 +35,7 @@ from objstore_wfp.backends.objectstore.signals import Inbox
 from objstore_wfp.backends.objectstore.snapshots import Snapshots
 from objstore_wfp.backends.objectstore.writes import Composer
 from objstore_wfp.backends.validation import (
+    check_claim,
     check_claim_for,
     check_duration,
     check_ids,
@@ -639,7 +640,7 @@ class ObjectStoreBackend(PersistentBackend):
         """Absorb the instance's inbox (a LIST, and a compare-and-swap if it holds signals),
         then consume the oldest pending signal and record it as the step's result in one
         compare-and-swap fenced by ``claim``."""
-        check_claim_for(claim, claim.instance_id, claim.task_id)
+        check_claim(claim)
         await self._ready()
         holding = await self._claims.holding(claim)
         instance = layout.encode_id(claim.instance_id)

@@ -86,13 +86,14 @@ class Composer:
 
         ready: dict[str, str] = {}
         reserved: list[str] = []
+        paused = old is not None and old.pause is not None
         for task_id in snapshot.available_task_ids():
             if task_id in results:
                 continue
             was_ready = old is not None and task_id in old.ready
             if old is not None and was_ready and old.priority == snapshot.priority:
                 ready[task_id] = old.ready[task_id]
-            elif reserve is not None and len(reserved) < take:
+            elif reserve is not None and len(reserved) < take and not paused:
                 reserved.append(task_id)
                 ready[task_id] = ReadyIndex.leased_slot(snapshot.priority, now + reserve)
             elif was_ready or (old is not None and task_id in old.fences):
