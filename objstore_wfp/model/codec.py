@@ -24,7 +24,7 @@ from objstore_wfp.model.positions import (
     ExecutionPosition,
     NotStarted,
 )
-from objstore_wfp.model.records import CancellationRequest, PauseRequest, Signal, TaskClaim, TaskResult
+from objstore_wfp.model.records import CancellationRequest, PauseRequest, TaskClaim, TaskResult
 from objstore_wfp.model.snapshot import WorkflowSnapshot
 from objstore_wfp.model.states import Cancelled, Completed, Failed, InProgress, WorkflowState
 
@@ -381,23 +381,3 @@ def pause_to_json(p: PauseRequest) -> JSON:
 def pause_from_json(doc: JSON, name: str) -> PauseRequest:
     r = open_envelope(doc, "pause", name)
     return PauseRequest(r.text("reason"), r.text("requested_by"), r.timestamp("requested_at"))
-
-
-def signal_to_json(s: Signal) -> JSON:
-    return envelope(
-        "signal",
-        {
-            "instance_id": s.instance_id,
-            "name": s.name,
-            "payload": b64(s.payload),
-            "seq": s.seq,
-            "sent_at": iso(s.sent_at),
-        },
-    )
-
-
-def signal_from_json(doc: JSON, name: str) -> Signal:
-    r = open_envelope(doc, "signal", name)
-    return Signal(
-        r.text("instance_id"), r.text("name"), r.blob("payload"), r.integer("seq"), r.timestamp("sent_at")
-    )
