@@ -159,3 +159,37 @@ async def test_inbox_objects_count_once(memory_store_target: StoreTarget) -> Non
     assert await store.get(layout.inbox_key("wf", 99)) is None, "a dead incarnation's signal stayed"
     await backend.close()
     await store.close()
+
+
+async def test_a_paused_instance_costs_polls_nothing(store_target: StoreTarget) -> None:
+    clock = ManualClock()
+    backend, counting = await _open(store_target, clock)
+    for i in range(WAITING):
+        await backend.create_snapshot(_snapshot(f"paused/{i}", AtTask("t")))
+        await backend.pause_instance(f"paused/{i}", "maintenance", "ops")
+    await backend.create_snapshot(_snapshot("running", AtTask("t")))
+    claim = await backend.claim_task("running", "t", "w", HOUR)
+    assert claim is not None
+    counting.reset()
+    await backend.pause_instance("running", "maintenance", "ops")
+    # The ready task's entry moves to "never" around the one compare-and-swap (from the copy
+    # this backend remembers).
+    assert counting.counts == {"put": 1, "put_if_version": 1, "delete": 1}, counting.counts
+
+    def advance(snapshot: WorkflowSnapshot) -> bool:
+        snapshot.mark_task_completed("t", b"out")
+        snapshot.update_position(AtTask("next"))
+        return True
+
+    _, chained = await backend.record_and_advance(claim, b"out", advance, reserve=HOUR)
+    assert chained == []
+    cost, found = await _poll_cost(backend, counting)
+    assert (cost, found) == ({"list": 1}, []), "paused work must cost a poll its LIST only"
+
+    counting.reset()
+    await backend.resume_instance("running")
+    assert counting.counts == {"put": 1, "put_if_version": 1, "delete": 1}, counting.counts
+    cost, found = await _poll_cost(backend, counting)
+    # Resumed entries are leased ones: a poll reads the snapshot and the claim.
+    assert found == ["running"] and cost == {"list": 1, "get": 2}, cost
+    await backend.close()

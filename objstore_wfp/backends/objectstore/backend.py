@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from objstore_wfp.backends import layout
@@ -685,30 +685,51 @@ class ObjectStoreBackend(PersistentBackend):
 
     # -- pause -------------------------------------------------------------------------------
     async def pause_instance(self, instance_id: str, reason: str, requested_by: str) -> None:
-        """One compare-and-swap of the snapshot; polls then skip the instance's entries."""
+        """One compare-and-swap of the snapshot; each ready task's entry moves to "never" first
+        (a PUT each, and a DELETE each after), so polls spend nothing on a paused instance."""
         check_ids(instance_id)
         check_text(reason, "reason")
         check_text(requested_by, "requested_by")
         await self._ready()
-
-        async def decide(stored: Snapshot) -> Write[None] | Keep[None]:
-            if stored.terminal:
-                raise CannotPauseError(f"instance {instance_id!r} is {stored.state}")
-            if stored.pause is not None:
-                return Keep(None)
-            request = PauseRequest(reason, requested_by, self._clock.now())
-            return Write(stored.encode(pause=pause_to_json(request)), None)
-
-        await self._update(instance_id, decide)
+        await self._set_pause(instance_id, PauseRequest(reason, requested_by, self._clock.now()))
 
     async def resume_instance(self, instance_id: str) -> None:
+        """One compare-and-swap; ready tasks get entries due now (checked against their claims by
+        polls), a wait's step one due when it is."""
         check_ids(instance_id)
         await self._ready()
+        await self._set_pause(instance_id, None)
 
-        async def decide(stored: Snapshot) -> Write[None] | Keep[None]:
-            return Keep(None) if stored.pause is None else Write(stored.encode(pause=None), None)
+    async def _set_pause(self, instance_id: str, request: PauseRequest | None) -> None:
+        instance = layout.encode_id(instance_id)
+        composer = Composer(self._blobs, self._index, instance)
 
-        await self._update(instance_id, decide)
+        async def decide(stored: Snapshot) -> Write[dict[str, str]] | Keep[None]:
+            if request is not None and stored.terminal:
+                raise CannotPauseError(f"instance {instance_id!r} is {stored.state}")
+            if (stored.pause is not None) == (request is not None):
+                return Keep(None)  # paused already (the first request stays), or not paused
+            now = self._clock.now()
+            due: dict[str, datetime | None] = dict.fromkeys(stored.ready, None if request else now)
+            wait = stored.wait()
+            if request is None and wait is not None:
+                due.pop(wait.step_id, None)
+                wake = stored.wait_due(wait, now)
+                if wake is not None:
+                    due[wait.step_id] = wake
+            ready = {t: ReadyIndex.leased_slot(stored.priority, d) for t, d in due.items()}
+            keys = [layout.ready_key(slot, instance, layout.encode_id(t)) for t, slot in ready.items()]
+            composer.entries.update(keys)
+            await self._index.put(keys)
+            pause = None if request is None else pause_to_json(request)
+            return Write(stored.encode(pause=pause, ready=ready), ready)
+
+        async with composer.discarded_on_error():
+            ready, old = await self._update(instance_id, decide)
+        if old is None:
+            await self._index.delete_quietly(composer.entries)
+            return
+        await self._index.delete_quietly(composer.leftovers(ready) + _unreferenced(old, ready, None))
 
     async def get_pause_request(self, instance_id: str) -> PauseRequest | None:
         check_ids(instance_id)

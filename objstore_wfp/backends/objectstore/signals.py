@@ -137,7 +137,8 @@ class Inbox:
             after = replace(stored, signals=tuple(signals))
             ready = dict(stored.ready)
             wait = stored.wait()
-            if isinstance(wait, AtSignal) and after.pending(wait.signal_name) is not None:
+            # Paused: the entry stays due never; resuming makes the step due.
+            if isinstance(wait, AtSignal) and stored.pause is None and after.pending(wait.signal_name):
                 slot = ready.get(wait.step_id)
                 if slot is None or slot_due_us(slot) > epoch_us(now):
                     ready[wait.step_id] = await self._due_now(stored, wait.step_id, now, placed)

@@ -3,7 +3,8 @@
 One function serves every write of a whole workflow state (save, create, and a worker's
 record-and-advance), so the rules live once: recorded results are kept and first-wins, ready
 tasks keep their index entry while they stay ready, a wait's step gets an entry due when it is
-(see :meth:`Snapshot.wait_due`), the incarnation, fences, a pending cancellation request, a
+(see :meth:`Snapshot.wait_due`), a paused instance's new entries are due never (resuming moves
+them), the incarnation, fences, a pending cancellation request, a
 pause request (until the state is final) and the buffered signals carry over, and large values
 go to blobs of the incarnation.
 """
@@ -93,7 +94,9 @@ class Composer:
             was_ready = old is not None and task_id in old.ready
             if old is not None and was_ready and old.priority == snapshot.priority:
                 ready[task_id] = old.ready[task_id]
-            elif reserve is not None and len(reserved) < take and not paused:
+            elif paused:
+                ready[task_id] = ReadyIndex.leased_slot(snapshot.priority, None)
+            elif reserve is not None and len(reserved) < take:
                 reserved.append(task_id)
                 ready[task_id] = ReadyIndex.leased_slot(snapshot.priority, now + reserve)
             elif was_ready or (old is not None and task_id in old.fences):
@@ -112,7 +115,9 @@ class Composer:
                 ready[step] = old.ready[step]
             else:
                 due = old.wait_due(wait, now) if old is not None else _due_without_signals(wait)
-                if due is not None:
+                if due is not None and paused:
+                    ready[step] = ReadyIndex.leased_slot(snapshot.priority, None)
+                elif due is not None:
                     claimed = old is not None and (step in old.ready or step in old.fences)
                     kind = layout.LEASED if claimed else layout.FRESH
                     ready[step] = layout.ready_slot(snapshot.priority, epoch_us(due), kind, nonce())
