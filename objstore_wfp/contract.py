@@ -124,8 +124,8 @@ class PersistentBackend(ABC):
     # -- signals ---------------------------------------------------------------------------
     @abstractmethod
     async def send_signal(self, instance_id: str, name: str, payload: bytes) -> Signal:
-        """Buffer a signal for the instance and return it (``seq`` larger than any earlier
-        signal's of the instance, ``sent_at`` the backend clock's now). It stays pending until a
+        """Buffer a signal for the instance and return it (``seq`` larger than that of any
+        signal sent to it since it was created, ``sent_at`` the backend clock's now). It stays pending until a
         step waiting at ``AtSignal(name)`` takes it with :meth:`deliver_signal`, oldest first.
         ``name`` follows the identifier rules (``InvalidIdentifierError``) and ``payload`` must be
         bytes (``InvalidArgumentError``), both checked before any I/O. Raises ``NotFoundError``,

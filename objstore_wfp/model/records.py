@@ -79,7 +79,7 @@ class CancellationRequest:
 class Signal:
     """A message sent to one workflow instance, buffered until a step waiting for ``name``
     consumes it. ``seq`` orders the signals of an instance: it increases with every signal sent
-    to it (numbering restarts when the instance is deleted and created again)."""
+    to it since it was created (an instance deleted and created again numbers afresh)."""
 
     instance_id: str
     name: str

@@ -55,9 +55,9 @@ class Inbox:
         self.clock = clock
         self.snapshots = snapshots
         self.index = index
-        # The last seq this backend gave each instance: a burst from one sender skips the
-        # numbers it took itself without a refused write each.
-        self._issued: OrderedDict[str, int] = OrderedDict()
+        # The last seq this backend gave each instance (per incarnation): a burst from one
+        # sender skips the numbers it took itself without a refused write each.
+        self._issued: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- sending -----------------------------------------------------------------------------
@@ -68,16 +68,17 @@ class Inbox:
         stored = await self.snapshots.read_existing(instance_id)
         if stored.terminal:
             raise ConflictError(f"instance {instance_id!r} is {stored.state}; it takes no signals")
+        mine = (instance, stored.incarnation)
         with self._lock:
-            seq = max(stored.signal_seq, self._issued.get(instance, 0)) + 1
+            seq = max(stored.signal_seq, self._issued.get(mine, 0)) + 1
         now = self.clock.now()
         for _ in range(MAX_CAS_ATTEMPTS):
             signal = Signal(instance_id, name, payload, seq, now)
             data = InboxSignal(signal, stored.incarnation, nonce()).to_bytes()
             if await self.store.put_if_absent(layout.inbox_key(instance, seq), data) is not None:
                 with self._lock:
-                    self._issued[instance] = seq
-                    self._issued.move_to_end(instance)
+                    self._issued[mine] = seq
+                    self._issued.move_to_end(mine)
                     while len(self._issued) > _MEMO_SIZE:
                         self._issued.popitem(last=False)
                 return signal
