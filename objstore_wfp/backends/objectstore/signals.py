@@ -9,11 +9,12 @@ for that name, gives the wait's step an entry due now), then they are deleted. A
 never polled for twice: buffered signals live in the snapshot, which a poll reads only for work.
 
 Exactly once: the snapshot remembers the nonces of the inbox objects it absorbed last, so an
-object absorbed twice (two pollers at once, or a crash before its deletion) counts once; it is
-consumed by ``ObjectStoreBackend.deliver_signal`` in the same compare-and-swap that records it as the step's
-result. ``seq`` is unique per instance (create-if-absent); a sender that read the snapshot
-before a signal of the same ``seq`` was absorbed and deleted can recreate that key; the absorber
-then numbers it after the highest ``seq`` given out (the sender was told the lower one).
+object absorbed twice (two pollers at once, or a crash before its deletion) counts once; a
+signal is consumed by ``ObjectStoreBackend.deliver_signal`` in the same compare-and-swap that
+records it as the step's result. ``seq`` is unique per instance (create-if-absent); a sender
+that read the snapshot before a signal of the same ``seq`` was absorbed and deleted can create
+that key again; the absorber then numbers it after the highest ``seq`` given out (the sender was
+told the lower one).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ _MEMO_SIZE = 4096
 
 
 class Inbox:
-    """Send, absorb, list and take the signals of one store."""
+    """Send, absorb and list the signals of one store."""
 
     def __init__(
         self, store: ConditionalStore, clock: Clock, snapshots: Snapshots, index: ReadyIndex
