@@ -229,3 +229,19 @@ async def test_two_backends_race_signals(local_store_target: StoreTarget) -> Non
     assert sorted(s.payload for s in listed) == [bytes([i]) for i in range(10)]
     await sender.close()
     await worker.close()
+
+
+async def test_one_poll_takes_up_a_signal_on_a_real_clock(local_store_target: StoreTarget) -> None:
+    """The poll that absorbs a signal offers the step it wakes, though the system clock moved on
+    while it absorbed (what a serverless worker's single poll relies on)."""
+    backend = local_store_target.backend()
+    for name in ("found", "claimed"):
+        await backend.create_snapshot(_snapshot(name, AtSignal("s", "go")))
+        await backend.send_signal(name, "go", b"yes")
+    assert sorted(t.instance_id for t in await backend.find_available_tasks("w", 10)) == ["claimed", "found"]
+    await backend.send_signal("claimed", "go", b"again")
+    await backend.create_snapshot(_snapshot("other", AtSignal("s", "go")))
+    await backend.send_signal("other", "go", b"yes")
+    won = await backend.claim_available("w", 10, HOUR)
+    assert sorted(t.instance_id for t, _ in won) == ["claimed", "found", "other"], won
+    await backend.close()

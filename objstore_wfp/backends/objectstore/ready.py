@@ -66,8 +66,9 @@ class ReadyIndex:
         self._seen: dict[tuple[str, str], str] = {}
         self._held: dict[str, int] = {}
         self._lock = threading.Lock()
-        #: Absorbs the inbox objects of one instance (set by the backend: see :mod:`.signals`).
-        self.absorb: Callable[[str, list[str]], Awaitable[None]] | None = None
+        #: Absorbs the inbox objects of one instance for a poll at a time (set by the backend:
+        #: see :mod:`.signals`).
+        self.absorb: Callable[[str, list[str], datetime], Awaitable[None]] | None = None
 
     # -- writing -----------------------------------------------------------------------------
     @staticmethod
@@ -112,7 +113,7 @@ class ReadyIndex:
         """At most ``limit`` claimable tasks, most urgent first, then oldest due first."""
         now_us = epoch_us(now)
         found: list[tuple[tuple[int, int, str, str], AvailableTask]] = []
-        listing = aiter(self._listing())
+        listing = aiter(self._listing(now))
         read: dict[str, Snapshot | None] = {}
         exhausted = False
         while not exhausted:
@@ -145,7 +146,7 @@ class ReadyIndex:
         """The first ``count`` entries due at ``now`` in dispatch order, from LIST pages only."""
         now_us = epoch_us(now)
         entries: list[layout.ReadyEntry] = []
-        async for entry in self._listing():
+        async for entry in self._listing(now):
             if entry.due_us > now_us or self._still_held(entry.key, now_us):
                 continue
             entries.append(entry)
@@ -153,11 +154,11 @@ class ReadyIndex:
                 break
         return entries
 
-    async def _listing(self) -> AsyncIterator[layout.ReadyEntry]:
+    async def _listing(self, now: datetime) -> AsyncIterator[layout.ReadyEntry]:
         """The entries of the index in key order. Inbox objects, which come first, are absorbed
-        (all instances at once) before the first entry is yielded; then the listing starts
-        again after them, so entries the absorption wrote are in it. One LIST page when there
-        are none."""
+        (all instances at once, for a poll at ``now``: a wait they wake is due then) before the
+        first entry is yielded; then the listing starts again after them, so entries the
+        absorption wrote are in it. One LIST page when there are none."""
         inbox: dict[str, list[str]] = {}
         last = None
         async for obj in self.store.list(layout.READY):
@@ -179,7 +180,7 @@ class ReadyIndex:
         assert self.absorb is not None and last is not None
         absorb = self.absorb
         outcomes = await asyncio.gather(
-            *(absorb(i, keys) for i, keys in inbox.items()), return_exceptions=True
+            *(absorb(i, keys, now) for i, keys in inbox.items()), return_exceptions=True
         )
         for outcome in outcomes:
             if isinstance(outcome, SerializationError):

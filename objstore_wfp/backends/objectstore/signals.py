@@ -111,9 +111,11 @@ class Inbox:
         return items
 
     # -- absorbing ---------------------------------------------------------------------------
-    async def absorb(self, instance: str, keys: list[str] | None = None) -> None:
+    async def absorb(self, instance: str, keys: list[str] | None = None, now: datetime | None = None) -> None:
         """Move the inbox objects at ``keys`` (default: LIST the instance's inbox) into the
-        snapshot by one compare-and-swap, then delete them (and those of a deleted incarnation)."""
+        snapshot by one compare-and-swap, then delete them (and those of a deleted incarnation).
+        A wait they wake is due at ``now`` (default: the clock's): a poll passes its own time,
+        so the entry is due for that very poll."""
         if keys is None:
             keys = [key for key, _ in await self._keys(instance)]
         items = await self._read(keys)
@@ -125,7 +127,7 @@ class Inbox:
             stored = self.snapshots.parse(found, instance)
             if stored is None:
                 return Keep(None)  # deleted since: its signals went with it
-            now = self.clock.now()
+            due = now if now is not None else self.clock.now()
             signals, seq, absorbed = list(stored.signals), stored.signal_seq, list(stored.absorbed)
             for _, item in items:
                 if item.nonce in absorbed or item.incarnation != stored.incarnation:
@@ -142,8 +144,8 @@ class Inbox:
             # Paused: the entry stays due never; resuming makes the step due.
             if isinstance(wait, AtSignal) and stored.pause is None and after.pending(wait.signal_name):
                 slot = ready.get(wait.step_id)
-                if slot is None or slot_due_us(slot) > epoch_us(now):
-                    ready[wait.step_id] = await self._due_now(stored, wait.step_id, now, placed)
+                if slot is None or slot_due_us(slot) > epoch_us(due):
+                    ready[wait.step_id] = await self._due_now(stored, wait.step_id, due, placed)
             fields = stored.signal_fields(tuple(signals), seq, tuple(absorbed[-KEEP_ABSORBED:]))
             return Write(stored.encode(**fields, ready=ready), (stored, ready))
 
