@@ -85,5 +85,3 @@ class AtSignal:
 
 
 ExecutionPosition = NotStarted | AtTask | AtFork | AtJoin | AtDelay | AtSignal
-#: Positions where the workflow waits for time or a signal rather than for a running task.
-WAITS = (AtDelay, AtSignal)
