@@ -30,8 +30,14 @@ Python does)::
                            the last claim or renewal), ttl_us (NULL: no TTL), domain and
                            mono_us (the writer's monotonic clock then)
     cancellation_requests  instance_id PK, request (codec JSON)
+    pause_requests         instance_id PK, request (codec JSON); gone once the state is final
+    signals                (instance_id, seq) PK, name, payload bytea, sent_at: pending signals;
+                           ``snapshots.signal_seq`` counts the instance's signals
 
-``task_results``, ``ready_tasks`` and ``cancellation_requests`` reference ``snapshots`` with
+A wait's step is in ``ready_tasks`` with ``ready_at`` its due time (a delay's wake time, a signal
+wait's timeout, or the time its signal came), and ``find_available_tasks`` offers only rows due
+by now, so a sleeping workflow costs a poll nothing. ``task_results``, ``ready_tasks``,
+``cancellation_requests``, ``pause_requests`` and ``signals`` reference ``snapshots`` with
 ``ON DELETE CASCADE``. Claims do not: they may exist for unknown instances, and they outlive a
 deleted instance as its tasks' token high-water marks (``delete_snapshot`` releases them), so
 fencing tokens never repeat when the id is saved again. A claim whose incarnation is not the
@@ -44,7 +50,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -52,15 +58,20 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from objstore_wfp import (
+    AtDelay,
+    AtSignal,
     AvailableTask,
     CancellationRequest,
     Cancelled,
     CannotCancelError,
+    CannotPauseError,
     ClaimLostError,
     Clock,
     ConflictError,
     NotFoundError,
+    PauseRequest,
     PersistentBackend,
+    Signal,
     StoreUnavailableError,
     SystemClock,
     TaskClaim,
@@ -68,12 +79,14 @@ from objstore_wfp import (
     WorkflowSnapshot,
 )
 from objstore_wfp.backends.validation import (
+    check_claim,
     check_claim_for,
     check_duration,
     check_ids,
     check_limit,
     check_optional_task_id,
     check_output,
+    check_payload,
     check_snapshot,
     check_text,
     expiry,
@@ -85,6 +98,8 @@ from objstore_wfp.model.codec import (
     dumps,
     loads,
     open_envelope,
+    pause_from_json,
+    pause_to_json,
     snapshot_from_reader,
     snapshot_to_json,
 )
@@ -131,6 +146,19 @@ CREATE TABLE IF NOT EXISTS {s}.cancellation_requests (
     instance_id text COLLATE "C" PRIMARY KEY REFERENCES {s}.snapshots ON DELETE CASCADE,
     request text NOT NULL
 );
+ALTER TABLE {s}.snapshots ADD COLUMN IF NOT EXISTS signal_seq bigint NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS {s}.pause_requests (
+    instance_id text COLLATE "C" PRIMARY KEY REFERENCES {s}.snapshots ON DELETE CASCADE,
+    request text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.signals (
+    instance_id text COLLATE "C" REFERENCES {s}.snapshots ON DELETE CASCADE,
+    seq bigint,
+    name text COLLATE "C" NOT NULL,
+    payload bytea NOT NULL,
+    sent_at timestamptz NOT NULL,
+    PRIMARY KEY (instance_id, seq)
+);
 """
 
 # Whether claim ``c``'s lease has run out: its age reaches its TTL by the server's clock, or by
@@ -160,7 +188,7 @@ RETURNING token
 """
 )
 
-# Ready tasks in offer order, without live claims or pending cancellations, with the input
+# Ready tasks due by now in offer order, without live claims, pending cancellations or pauses, with the input
 # (the last completed task's output, else the initial input kept in the document).
 _FIND = (
     """
@@ -170,10 +198,12 @@ JOIN {s}.snapshots s ON s.instance_id = r.instance_id
 LEFT JOIN {s}.task_results last
     ON last.instance_id = s.instance_id AND last.task_id = s.last_completed_task_id
 LEFT JOIN {s}.task_claims c ON c.instance_id = r.instance_id AND c.task_id = r.task_id
-WHERE (c.holder IS NULL OR c.incarnation IS DISTINCT FROM s.incarnation OR """
+WHERE r.ready_at <= %(now)s
+  AND (c.holder IS NULL OR c.incarnation IS DISTINCT FROM s.incarnation OR """
     + _EXPIRED
     + """)
   AND NOT EXISTS (SELECT 1 FROM {s}.cancellation_requests x WHERE x.instance_id = r.instance_id)
+  AND NOT EXISTS (SELECT 1 FROM {s}.pause_requests p WHERE p.instance_id = r.instance_id)
 ORDER BY r.priority, r.ready_at, r.instance_id, r.task_id
 LIMIT %(limit)s
 """
@@ -265,6 +295,63 @@ class PostgresBackend(PersistentBackend):
             (instance_id,),
         )
 
+    async def _check_holding(
+        self, conn: psycopg.AsyncConnection[Any], claim: TaskClaim, incarnation: Any
+    ) -> None:
+        """``ClaimLostError`` unless ``claim`` is the live holding in ``incarnation``; the claim
+        row stays share-locked, holding off a takeover until the transaction ends."""
+        holding = await self._fetchone(
+            conn,
+            "SELECT holder, token, " + _EXPIRED + ", incarnation FROM {s}.task_claims c "
+            "WHERE instance_id = %(instance)s AND task_id = %(task)s FOR SHARE",
+            {"instance": claim.instance_id, "task": claim.task_id, **self._stamp()},
+        )
+        if (
+            holding is None
+            or holding[:2] != (claim.worker_id, claim.token)
+            or holding[2]
+            or holding[3] != incarnation
+        ):
+            raise ClaimLostError(
+                f"worker {claim.worker_id!r} no longer holds task {claim.task_id!r} of "
+                f"{claim.instance_id!r} with token {claim.token}"
+            )
+
+    async def _wait_due(
+        self, conn: psycopg.AsyncConnection[Any], instance_id: str, wait: AtDelay | AtSignal
+    ) -> datetime | None:
+        """When the step of ``wait`` is due: a delay's wake time; for a signal wait, the time it
+        has been ready already, else now if its signal is pending, else its timeout."""
+        if isinstance(wait, AtDelay):
+            return wait.wake_at
+        row = await self._fetchone(
+            conn,
+            "SELECT EXISTS (SELECT 1 FROM {s}.signals WHERE instance_id = %s AND name = %s), "
+            "(SELECT ready_at FROM {s}.ready_tasks WHERE instance_id = %s AND task_id = %s)",
+            (instance_id, wait.signal_name, instance_id, wait.step_id),
+        )
+        now = self._clock.now()
+        if row[0]:
+            return row[1] if row[1] is not None and row[1] <= now else now
+        return wait.timeout_at
+
+    async def _index_step(
+        self, conn: psycopg.AsyncConnection[Any], instance_id: str, step_id: str, priority: int, due: datetime
+    ) -> None:
+        await conn.execute(
+            self._sql(
+                "INSERT INTO {s}.ready_tasks (instance_id, task_id, priority, ready_at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (instance_id, task_id) "
+                "DO UPDATE SET priority = EXCLUDED.priority, ready_at = EXCLUDED.ready_at"
+            ),
+            (instance_id, step_id, priority, due),
+        )
+
+    def _parse(self, doc: str, instance_id: str) -> WorkflowSnapshot:
+        """A stored document (without results) as a snapshot."""
+        name = f"postgres snapshot {instance_id!r}"
+        return snapshot_from_reader(open_envelope(loads(doc.encode(), name), "snapshot", name), {}, None)
+
     # -- snapshots -------------------------------------------------------------------------
     async def save_snapshot(self, snapshot: WorkflowSnapshot) -> str:
         check_snapshot(snapshot)
@@ -273,6 +360,7 @@ class PostgresBackend(PersistentBackend):
         i = snapshot.instance_id
         offered = {t: r.output for t, r in snapshot.completed_tasks.items()}
         candidates = snapshot.available_task_ids()
+        wait = snapshot.waiting_on()
         async with self._io() as conn, conn.transaction():
             # A placeholder row gives a new instance a row to lock; it never outlives a failed save.
             await conn.execute(
@@ -295,7 +383,7 @@ class PostgresBackend(PersistentBackend):
                     "SELECT task_id, output FROM {s}.task_results "
                     "WHERE instance_id = %s AND task_id = ANY(%s::text[])"
                 ),
-                (i, list(offered) + candidates),
+                (i, list(offered) + candidates + ([wait.step_id] if wait else [])),
             )
             recorded = dict(await cursor.fetchall())
             for task_id, output in offered.items():
@@ -317,14 +405,22 @@ class PostgresBackend(PersistentBackend):
                 "WHERE instance_id = %s RETURNING version",
                 (dumps(doc).decode(), doc["state"]["type"], snapshot.last_completed_task_id, i),
             )
-            # The ready index: tasks offered now, keeping the ready time of those already there.
+            if snapshot.is_terminal:
+                await conn.execute(self._sql("DELETE FROM {s}.pause_requests WHERE instance_id = %s"), (i,))
+            # The ready index: tasks offered now, keeping the ready time of those already there,
+            # and the step of a wait from its due time.
             ready = [t for t in candidates if t not in recorded]
+            due = None
+            if wait is not None and wait.step_id not in recorded:
+                due = await self._wait_due(conn, i, wait)
             await conn.execute(
                 self._sql(
                     "DELETE FROM {s}.ready_tasks WHERE instance_id = %s AND NOT task_id = ANY(%s::text[])"
                 ),
-                (i, ready),
+                (i, ready + ([wait.step_id] if wait is not None and due is not None else [])),
             )
+            if wait is not None and due is not None:
+                await self._index_step(conn, i, wait.step_id, snapshot.priority, due)
             await conn.execute(
                 self._sql(
                     "INSERT INTO {s}.ready_tasks (instance_id, task_id, priority, ready_at) "
@@ -385,23 +481,7 @@ class PostgresBackend(PersistentBackend):
             if snapshot is None:
                 raise NotFoundError(f"no snapshot for instance {i!r}")
             if claim is not None:
-                # FOR SHARE holds off a takeover until this transaction ends.
-                holding = await self._fetchone(
-                    conn,
-                    "SELECT holder, token, " + _EXPIRED + ", incarnation FROM {s}.task_claims c "
-                    "WHERE instance_id = %(instance)s AND task_id = %(task)s FOR SHARE",
-                    {"instance": i, "task": task_id, **self._stamp()},
-                )
-                if (
-                    holding is None
-                    or holding[:2] != (claim.worker_id, claim.token)
-                    or holding[2]
-                    or holding[3] != snapshot[3]
-                ):
-                    raise ClaimLostError(
-                        f"worker {claim.worker_id!r} no longer holds task {task_id!r} of {i!r} "
-                        f"with token {claim.token}"
-                    )
+                await self._check_holding(conn, claim, snapshot[3])
             recorded = await self._fetchone(
                 conn,
                 "SELECT output FROM {s}.task_results WHERE instance_id = %s AND task_id = %s",
@@ -535,7 +615,9 @@ class PostgresBackend(PersistentBackend):
         if limit == 0:
             return []
         async with self._io() as conn:
-            cursor = await conn.execute(self._sql(_FIND), {"limit": limit, **self._stamp()})
+            cursor = await conn.execute(
+                self._sql(_FIND), {"now": self._clock.now(), "limit": limit, **self._stamp()}
+            )
             rows = await cursor.fetchall()
         found = []
         for instance_id, task_id, priority, doc, last_output in rows:
@@ -619,4 +701,153 @@ class PostgresBackend(PersistentBackend):
                 (dumps(new_doc).decode(), i),
             )
             await conn.execute(self._sql("DELETE FROM {s}.ready_tasks WHERE instance_id = %s"), (i,))
+            await conn.execute(self._sql("DELETE FROM {s}.pause_requests WHERE instance_id = %s"), (i,))
             return True
+
+    # -- signals ---------------------------------------------------------------------------
+    async def send_signal(self, instance_id: str, name: str, payload: bytes) -> Signal:
+        check_ids(instance_id)
+        validate_id(name, "name")
+        data = check_payload(payload)
+        i, now = instance_id, self._clock.now()
+        async with self._io() as conn, conn.transaction():
+            snapshot = await self._lock_snapshot(conn, i)
+            if snapshot is None:
+                raise NotFoundError(f"no snapshot for instance {i!r}")
+            doc, _, state, _ = snapshot
+            if state != "in_progress":
+                raise ConflictError(f"instance {i!r} is {state}; it takes no signals")
+            (seq,) = await self._fetchone(
+                conn,
+                "UPDATE {s}.snapshots SET signal_seq = signal_seq + 1 WHERE instance_id = %s "
+                "RETURNING signal_seq",
+                (i,),
+            )
+            await conn.execute(
+                self._sql(
+                    "INSERT INTO {s}.signals (instance_id, seq, name, payload, sent_at) "
+                    "VALUES (%s, %s, %s, %s, %s)"
+                ),
+                (i, seq, name, data, now),
+            )
+            # A workflow waiting for this name: its step is due now (unless due already).
+            stored = self._parse(doc, i)
+            wait = stored.waiting_on()
+            if isinstance(wait, AtSignal) and wait.signal_name == name:
+                done = await self._fetchone(
+                    conn,
+                    "SELECT 1 FROM {s}.task_results WHERE instance_id = %s AND task_id = %s",
+                    (i, wait.step_id),
+                )
+                due = await self._wait_due(conn, i, wait)
+                if done is None and due is not None:
+                    await self._index_step(conn, i, wait.step_id, stored.priority, due)
+        return Signal(i, name, data, seq, now)
+
+    async def list_signals(self, instance_id: str, name: str | None = None) -> list[Signal]:
+        check_ids(instance_id)
+        if name is not None:
+            validate_id(name, "name")
+        async with self._io() as conn:
+            cursor = await conn.execute(
+                self._sql(
+                    "SELECT g.name, g.payload, g.seq, g.sent_at, s.instance_id FROM {s}.snapshots s "
+                    "LEFT JOIN {s}.signals g ON g.instance_id = s.instance_id "
+                    "AND (%s::text IS NULL OR g.name = %s) WHERE s.instance_id = %s ORDER BY g.seq"
+                ),
+                (name, name, instance_id),
+            )
+            rows = await cursor.fetchall()
+        if not rows:
+            raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+        return [
+            Signal(instance_id, n, p, seq, sent_at.astimezone(timezone.utc))
+            for n, p, seq, sent_at, _ in rows
+            if seq is not None
+        ]
+
+    async def deliver_signal(self, claim: TaskClaim) -> bytes | None:
+        check_claim(claim)
+        i = claim.instance_id
+        async with self._io() as conn, conn.transaction():
+            snapshot = await self._lock_snapshot(conn, i)
+            if snapshot is None:
+                raise NotFoundError(f"no snapshot for instance {i!r}")
+            doc, _, state, incarnation = snapshot
+            await self._check_holding(conn, claim, incarnation)
+            recorded = await self._fetchone(
+                conn,
+                "SELECT output FROM {s}.task_results WHERE instance_id = %s AND task_id = %s",
+                (i, claim.task_id),
+            )
+            if recorded is not None:
+                return recorded[0]  # type: ignore[no-any-return]
+            if state != "in_progress":
+                raise ConflictError(f"instance {i!r} is terminal; its state is final")
+            wait = self._parse(doc, i).waiting_on()
+            if not isinstance(wait, AtSignal) or wait.step_id != claim.task_id:
+                raise ConflictError(f"instance {i!r} does not wait for a signal at step {claim.task_id!r}")
+            taken = await self._fetchone(
+                conn,
+                "DELETE FROM {s}.signals WHERE (instance_id, seq) = (SELECT instance_id, seq "
+                "FROM {s}.signals WHERE instance_id = %s AND name = %s ORDER BY seq LIMIT 1) "
+                "RETURNING payload",
+                (i, wait.signal_name),
+            )
+            if taken is None:
+                return None
+            await conn.execute(
+                self._sql("INSERT INTO {s}.task_results (instance_id, task_id, output) VALUES (%s, %s, %s)"),
+                (i, claim.task_id, taken[0]),
+            )
+            await conn.execute(
+                self._sql("DELETE FROM {s}.ready_tasks WHERE instance_id = %s AND task_id = %s"),
+                (i, claim.task_id),
+            )
+            await conn.execute(
+                self._sql(
+                    "UPDATE {s}.snapshots SET version = nextval('{s}.versions') WHERE instance_id = %s"
+                ),
+                (i,),
+            )
+            return taken[0]  # type: ignore[no-any-return]
+
+    # -- pause -----------------------------------------------------------------------------
+    async def pause_instance(self, instance_id: str, reason: str, requested_by: str) -> None:
+        check_ids(instance_id)
+        check_text(reason, "reason")
+        check_text(requested_by, "requested_by")
+        request = PauseRequest(reason, requested_by, self._clock.now())
+        async with self._io() as conn, conn.transaction():
+            snapshot = await self._lock_snapshot(conn, instance_id)
+            if snapshot is None:
+                raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+            if snapshot[2] != "in_progress":
+                raise CannotPauseError(f"instance {instance_id!r} is {snapshot[2].capitalize()}")
+            await conn.execute(
+                self._sql(
+                    "INSERT INTO {s}.pause_requests (instance_id, request) VALUES (%s, %s) "
+                    "ON CONFLICT (instance_id) DO NOTHING"
+                ),
+                (instance_id, dumps(pause_to_json(request)).decode()),
+            )
+
+    async def resume_instance(self, instance_id: str) -> None:
+        check_ids(instance_id)
+        async with self._io() as conn, conn.transaction():
+            if await self._lock_snapshot(conn, instance_id) is None:
+                raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+            await conn.execute(
+                self._sql("DELETE FROM {s}.pause_requests WHERE instance_id = %s"), (instance_id,)
+            )
+
+    async def get_pause_request(self, instance_id: str) -> PauseRequest | None:
+        check_ids(instance_id)
+        async with self._io() as conn:
+            row = await self._fetchone(
+                conn, "SELECT request FROM {s}.pause_requests WHERE instance_id = %s", (instance_id,)
+            )
+        if row is None:
+            return None
+        name = f"postgres pause request {instance_id!r}"
+        return pause_from_json(loads(row[0].encode(), name), name)

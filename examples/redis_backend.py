@@ -34,6 +34,15 @@ is unambiguous because it always ends the key)::
                                  token kept). Deleting the instance releases its claims but
                                  keeps them: they are the tokens' high-water marks
     P:cancel:{id}         string pending cancellation request (codec JSON)
+    P:pause:{id}          string pause request (codec JSON); removed once the state is final
+    P:sigq:{id}           list   seqs of the pending signals, oldest first
+    P:sig:{id}            hash   seq -> payload, seq ":n" -> name, seq ":t" -> sent at (us)
+
+The snapshot hash also keeps ``sigseq`` (the instance's signal counter) and, while the workflow
+stands at a wait, ``wait_step`` and ``wait_signal`` (the signal's name; empty for a delay). A
+wait's step is in the ready set with its due time as score (a delay's wake time, a signal
+wait's timeout, or the time its signal came); ``find_available_tasks`` reads scores up to now
+only, so a sleeping workflow costs a poll nothing.
 
 Ids never contain control characters, so ``"\\0"`` safely separates instance and task ids.
 A claim whose ``inc`` is not the instance's current one (or empty while a snapshot exists)
@@ -53,16 +62,21 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from objstore_wfp import (
+    AtDelay,
+    AtSignal,
     AvailableTask,
     CancellationRequest,
     Cancelled,
     CannotCancelError,
+    CannotPauseError,
     ClaimLostError,
     Clock,
     ConflictError,
     NotFoundError,
+    PauseRequest,
     PersistentBackend,
     SerializationError,
+    Signal,
     StoreUnavailableError,
     SystemClock,
     TaskClaim,
@@ -70,12 +84,14 @@ from objstore_wfp import (
     WorkflowSnapshot,
 )
 from objstore_wfp.backends.validation import (
+    check_claim,
     check_claim_for,
     check_duration,
     check_ids,
     check_limit,
     check_optional_task_id,
     check_output,
+    check_payload,
     check_snapshot,
     check_text,
     expiry,
@@ -87,6 +103,8 @@ from objstore_wfp.model.codec import (
     dumps,
     loads,
     open_envelope,
+    pause_from_json,
+    pause_to_json,
     snapshot_from_reader,
     snapshot_to_json,
 )
@@ -129,22 +147,35 @@ local function is_live(c, inc, now, domain, mono)
 end
 """
 
-# KEYS: snap, results, readyat, instances, version, ready:1..ready:5
+# The oldest pending signal of a name, as its seq (nil: none). KEYS-free: takes the key names.
+_SIGNAL_LUA = """
+local function oldest_pending(sigq, sig, name)
+  for _, seq in ipairs(redis.call("LRANGE", sigq, 0, -1)) do
+    if redis.call("HGET", sig, seq .. ":n") == name then return seq end
+  end
+  return nil
+end
+"""
+
+# KEYS: snap, results, readyat, instances, version, ready:1..ready:5, pause, sigq, sig
 # ARGV: instance, expected version ("" = none), doc, state, priority, definition hash,
-#       has input ("0"/"1"), input, last completed ("" = none), now, n, n (task, output) pairs,
-#       then the tasks the snapshot offers.
-_SAVE_SNAPSHOT = """
+#       has input ("0"/"1"), input, last completed ("" = none), now, wait step ("" = none),
+#       wait signal ("" = a delay), wait due without a signal ("" = never), n, n (task, output)
+#       pairs, then the tasks the snapshot offers.
+_SAVE_SNAPSHOT = (
+    _SIGNAL_LUA
+    + """
 local snap, results, readyat = KEYS[1], KEYS[2], KEYS[3]
 local old = redis.call("HMGET", snap, "version", "state", "priority")
 if old[1] and old[2] ~= "in_progress" then return {"terminal"} end
 if ARGV[2] ~= "" and old[1] ~= ARGV[2] then return {"moved", old[1] or ""} end
-local n = tonumber(ARGV[11])
-for i = 12, 10 + 2 * n, 2 do
+local n = tonumber(ARGV[14])
+for i = 15, 13 + 2 * n, 2 do
   local have = redis.call("HGET", results, ARGV[i])
   if have and have ~= ARGV[i + 1] then return {"result", ARGV[i]} end
 end
 -- Every check passed: only now write (a Lua error would not roll back earlier writes).
-for i = 12, 10 + 2 * n, 2 do redis.call("HSETNX", results, ARGV[i], ARGV[i + 1]) end
+for i = 15, 13 + 2 * n, 2 do redis.call("HSETNX", results, ARGV[i], ARGV[i + 1]) end
 local version = redis.call("INCR", KEYS[5])
 redis.call("HSET", snap, "doc", ARGV[3], "version", version, "state", ARGV[4],
            "priority", ARGV[5], "hash", ARGV[6])
@@ -160,7 +191,7 @@ for i = 1, #old_ready, 2 do
 end
 redis.call("DEL", readyat)
 local zset = KEYS[5 + tonumber(ARGV[5])]
-for i = 12 + 2 * n, #ARGV do
+for i = 15 + 2 * n, #ARGV do
   local task = ARGV[i]
   if redis.call("HEXISTS", results, task) == 0 then
     local ready_at = was_ready[task] or ARGV[10]
@@ -168,9 +199,27 @@ for i = 12 + 2 * n, #ARGV do
     redis.call("ZADD", zset, ready_at, member .. task)
   end
 end
+-- A wait's step is indexed from its due time; a pending signal makes it due (since it was).
+local step = ARGV[11]
+if step ~= "" and redis.call("HEXISTS", results, step) == 0 then
+  local due = ARGV[13]
+  if ARGV[12] ~= "" and oldest_pending(KEYS[12], KEYS[13], ARGV[12]) then
+    local was = was_ready[step]
+    if was and tonumber(was) <= tonumber(ARGV[10]) then due = was else due = ARGV[10] end
+  end
+  if due ~= "" then
+    redis.call("HSET", readyat, step, due)
+    redis.call("ZADD", zset, due, member .. step)
+  end
+  redis.call("HSET", snap, "wait_step", step, "wait_signal", ARGV[12])
+else
+  redis.call("HDEL", snap, "wait_step", "wait_signal")
+end
+if ARGV[4] ~= "in_progress" then redis.call("DEL", KEYS[11]) end
 redis.call("SADD", KEYS[4], ARGV[1])
 return {"ok", version}
 """
+)
 
 # KEYS: snap, results, claims, readyat, version, ready:1..ready:5
 # ARGV: instance, task, output, check claim ("0"/"1"), claim worker, claim token, domain, mono
@@ -242,7 +291,8 @@ return {c.token, c.claimed, c.expires}
 """
 )
 
-# KEYS: snap, results, readyat, claims, cancel, instances, ready:1..ready:5.  ARGV: instance
+# KEYS: snap, results, readyat, claims, cancel, instances, ready:1..ready:5, pause, sigq, sig.
+# ARGV: instance
 _DELETE = (
     _CLAIM_LUA
     + """
@@ -260,7 +310,7 @@ for i = 1, #claims, 2 do
     redis.call("HSET", KEYS[4], claims[i], format_claim(c))
   end
 end
-redis.call("DEL", KEYS[1], KEYS[2], KEYS[3], KEYS[5])
+redis.call("DEL", KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[12], KEYS[13], KEYS[14])
 redis.call("SREM", KEYS[6], ARGV[1])
 return 1
 """
@@ -274,7 +324,7 @@ if state == "in_progress" then redis.call("SET", KEYS[2], ARGV[1]) end
 return state
 """
 
-# KEYS: snap, cancel, readyat, version, ready:1..ready:5
+# KEYS: snap, cancel, readyat, version, ready:1..ready:5, pause
 # ARGV: instance, expected version, expected request, cancelled doc
 _CHECK_AND_CANCEL = """
 local snap = redis.call("HMGET", KEYS[1], "version", "state", "priority")
@@ -289,9 +339,66 @@ if snap[1] ~= ARGV[2] or request ~= ARGV[3] then return "retry" end
 for _, task in ipairs(redis.call("HKEYS", KEYS[3])) do
   redis.call("ZREM", KEYS[4 + tonumber(snap[3])], ARGV[1] .. "\\0" .. task)
 end
-redis.call("DEL", KEYS[2], KEYS[3])
+redis.call("DEL", KEYS[2], KEYS[3], KEYS[10])
 redis.call("HSET", KEYS[1], "doc", ARGV[4], "state", "cancelled", "version", redis.call("INCR", KEYS[4]))
 return "cancelled"
+"""
+
+# KEYS: snap, results, readyat, sigq, sig, ready:1..ready:5.  ARGV: instance, name, payload, now
+_SEND_SIGNAL = """
+local snap = redis.call("HMGET", KEYS[1], "state", "priority", "wait_step", "wait_signal")
+if not snap[1] then return {"missing"} end
+if snap[1] ~= "in_progress" then return {"terminal", snap[1]} end
+local seq = tostring(redis.call("HINCRBY", KEYS[1], "sigseq", 1))
+redis.call("RPUSH", KEYS[4], seq)
+redis.call("HSET", KEYS[5], seq, ARGV[3], seq .. ":n", ARGV[2], seq .. ":t", ARGV[4])
+-- A workflow waiting for this name: its step is due now (unless due already).
+if snap[4] == ARGV[2] and redis.call("HEXISTS", KEYS[2], snap[3]) == 0 then
+  local was = redis.call("HGET", KEYS[3], snap[3])
+  if not was or tonumber(was) > tonumber(ARGV[4]) then
+    redis.call("HSET", KEYS[3], snap[3], ARGV[4])
+    redis.call("ZADD", KEYS[5 + tonumber(snap[2])], ARGV[4], ARGV[1] .. "\\0" .. snap[3])
+  end
+end
+return {"ok", seq}
+"""
+
+# KEYS: snap, results, claims, readyat, sigq, sig, version, ready:1..ready:5
+# ARGV: instance, task, worker, token, now
+_DELIVER_SIGNAL = (
+    _CLAIM_LUA
+    + _SIGNAL_LUA
+    + """
+local snap = redis.call("HMGET", KEYS[1], "state", "priority", "wait_step", "wait_signal")
+if not snap[1] then return {"missing"} end
+local c = parse_claim(redis.call("HGET", KEYS[3], ARGV[2]))
+if not c or c.holder ~= ARGV[3] or c.token ~= ARGV[4] or not is_live(c, ARGV[5], incarnation(KEYS[1])) then
+  return {"lost"}
+end
+local have = redis.call("HGET", KEYS[2], ARGV[2])
+if have then return {"ok", have} end
+if snap[1] ~= "in_progress" then return {"terminal"} end
+if snap[3] ~= ARGV[2] or not snap[4] or snap[4] == "" then return {"position"} end
+local seq = oldest_pending(KEYS[5], KEYS[6], snap[4])
+if not seq then return {"none"} end
+local payload = redis.call("HGET", KEYS[6], seq)
+redis.call("LREM", KEYS[5], 1, seq)
+redis.call("HDEL", KEYS[6], seq, seq .. ":n", seq .. ":t")
+redis.call("HSET", KEYS[2], ARGV[2], payload)
+if redis.call("HDEL", KEYS[4], ARGV[2]) == 1 then
+  redis.call("ZREM", KEYS[7 + tonumber(snap[2])], ARGV[1] .. "\\0" .. ARGV[2])
+end
+redis.call("HSET", KEYS[1], "version", redis.call("INCR", KEYS[7]))
+return {"ok", payload}
+"""
+)
+
+# KEYS: snap, pause.  ARGV: request JSON
+_PAUSE = """
+local state = redis.call("HGET", KEYS[1], "state")
+if not state then return "missing" end
+if state == "in_progress" then redis.call("SETNX", KEYS[2], ARGV[1]) end
+return state
 """
 
 
@@ -329,6 +436,9 @@ class RedisBackend(PersistentBackend):
         self._delete = client.register_script(_DELETE)
         self._request_cancellation = client.register_script(_REQUEST_CANCELLATION)
         self._check_and_cancel = client.register_script(_CHECK_AND_CANCEL)
+        self._send_signal = client.register_script(_SEND_SIGNAL)
+        self._deliver_signal = client.register_script(_DELIVER_SIGNAL)
+        self._pause = client.register_script(_PAUSE)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "objstore-wfp:", clock: Clock | None = None) -> RedisBackend:
@@ -364,10 +474,13 @@ class RedisBackend(PersistentBackend):
         del doc["results"]  # results live in their own hash, append-only
         results = [x for t, r in snapshot.completed_tasks.items() for x in (t, r.output)]
         i = snapshot.instance_id
+        wait = snapshot.waiting_on()
+        due = None if wait is None else wait.wake_at if isinstance(wait, AtDelay) else wait.timeout_at
         reply = await self._run(
             self._save_snapshot,
             [self._key(k, i) for k in ("snap", "results", "readyat")]
-            + [self._key("instances"), self._key("version"), *self._ready_keys()],
+            + [self._key("instances"), self._key("version"), *self._ready_keys()]
+            + [self._key(k, i) for k in ("pause", "sigq", "sig")],
             [
                 i,
                 snapshot.version or "",
@@ -379,6 +492,9 @@ class RedisBackend(PersistentBackend):
                 snapshot.initial_input or b"",
                 snapshot.last_completed_task_id or "",
                 _micros(self._clock.now()),
+                "" if wait is None else wait.step_id,
+                wait.signal_name if isinstance(wait, AtSignal) else "",
+                "" if due is None else _micros(due),
                 len(results) // 2,
                 *results,
                 *snapshot.available_task_ids(),
@@ -421,7 +537,8 @@ class RedisBackend(PersistentBackend):
         deleted = await self._run(
             self._delete,
             [self._key(k, i) for k in ("snap", "results", "readyat", "claims", "cancel")]
-            + [self._key("instances"), *self._ready_keys()],
+            + [self._key("instances"), *self._ready_keys()]
+            + [self._key(k, i) for k in ("pause", "sigq", "sig")],
             [i],
         )
         if not deleted:
@@ -549,7 +666,10 @@ class RedisBackend(PersistentBackend):
             start = 0
             while len(found) < limit:
                 async with self._io():
-                    members = cast(list[bytes], await self._redis.zrange(key, start, start + page - 1))
+                    members = cast(
+                        list[bytes],
+                        await self._redis.zrangebyscore(key, "-inf", _micros(now), start=start, num=page),
+                    )
                     if not members:
                         break
                     start += page
@@ -566,15 +686,17 @@ class RedisBackend(PersistentBackend):
                 pipe.hmget(self._key("snap", instance_id), ["hash", "priority", "input", "last", "inc"])
                 pipe.hget(self._key("claims", instance_id), task_id)
                 pipe.exists(self._key("cancel", instance_id))
+                pipe.exists(self._key("pause", instance_id))
             replies = await pipe.execute()
         candidates = []
         for n, (instance_id, task_id) in enumerate(pairs):
-            (definition_hash, priority, initial_input, last, inc), claim, cancelling = replies[
-                3 * n : 3 * n + 3
+            (definition_hash, priority, initial_input, last, inc), claim, cancelling, paused = replies[
+                4 * n : 4 * n + 4
             ]
             if (
                 definition_hash is None
                 or cancelling
+                or paused
                 or (claim is not None and self._is_live(claim, now, inc))
             ):
                 continue
@@ -647,7 +769,7 @@ class RedisBackend(PersistentBackend):
         check_optional_task_id(interrupted_at_task, "interrupted_at_task")
         i = instance_id
         keys = [self._key("snap", i), self._key("cancel", i), self._key("readyat", i)]
-        keys += [self._key("version"), *self._ready_keys()]
+        keys += [self._key("version"), *self._ready_keys(), self._key("pause", i)]
         # Optimistic: build the Cancelled document from what we read, and let the script swap it
         # in only if neither the snapshot nor the request moved meanwhile.
         while True:
@@ -675,3 +797,94 @@ class RedisBackend(PersistentBackend):
                 raise NotFoundError(f"no snapshot for instance {i!r}")
             if outcome != b"retry":
                 return bool(outcome == b"cancelled")
+
+    # -- signals ---------------------------------------------------------------------------
+    async def send_signal(self, instance_id: str, name: str, payload: bytes) -> Signal:
+        check_ids(instance_id)
+        validate_id(name, "name")
+        data = check_payload(payload)
+        i, now = instance_id, self._clock.now()
+        reply = await self._run(
+            self._send_signal,
+            [self._key(k, i) for k in ("snap", "results", "readyat", "sigq", "sig")] + self._ready_keys(),
+            [i, name, data, _micros(now)],
+        )
+        if reply[0] == b"missing":
+            raise NotFoundError(f"no snapshot for instance {i!r}")
+        if reply[0] == b"terminal":
+            raise ConflictError(f"instance {i!r} is {_text(reply[1])}; it takes no signals")
+        return Signal(i, name, data, int(reply[1]), now)
+
+    async def list_signals(self, instance_id: str, name: str | None = None) -> list[Signal]:
+        check_ids(instance_id)
+        if name is not None:
+            validate_id(name, "name")
+        async with self._io(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.exists(self._key("snap", instance_id))
+            pipe.lrange(self._key("sigq", instance_id), 0, -1)
+            pipe.hgetall(self._key("sig", instance_id))
+            exists, seqs, fields = await pipe.execute()
+        if not exists:
+            raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+        signals = [
+            Signal(instance_id, _text(fields[q + b":n"]), fields[q], int(q), _moment(fields[q + b":t"]))
+            for q in seqs
+        ]
+        return [s for s in signals if name is None or s.name == name]
+
+    async def deliver_signal(self, claim: TaskClaim) -> bytes | None:
+        check_claim(claim)
+        i = claim.instance_id
+        reply = await self._run(
+            self._deliver_signal,
+            [self._key(k, i) for k in ("snap", "results", "claims", "readyat", "sigq", "sig")]
+            + [self._key("version"), *self._ready_keys()],
+            [i, claim.task_id, claim.worker_id, claim.token, _micros(self._clock.now())],
+        )
+        outcome = reply[0]
+        if outcome == b"missing":
+            raise NotFoundError(f"no snapshot for instance {i!r}")
+        if outcome == b"lost":
+            raise ClaimLostError(
+                f"worker {claim.worker_id!r} no longer holds task {claim.task_id!r} of {i!r} "
+                f"with token {claim.token}"
+            )
+        if outcome == b"terminal":
+            raise ConflictError(f"instance {i!r} is terminal; its state is final")
+        if outcome == b"position":
+            raise ConflictError(f"instance {i!r} does not wait for a signal at step {claim.task_id!r}")
+        return None if outcome == b"none" else cast(bytes, reply[1])
+
+    # -- pause -----------------------------------------------------------------------------
+    async def pause_instance(self, instance_id: str, reason: str, requested_by: str) -> None:
+        check_ids(instance_id)
+        check_text(reason, "reason")
+        check_text(requested_by, "requested_by")
+        request = PauseRequest(reason, requested_by, self._clock.now())
+        state = await self._run(
+            self._pause,
+            [self._key("snap", instance_id), self._key("pause", instance_id)],
+            [dumps(pause_to_json(request))],
+        )
+        if state == b"missing":
+            raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+        if state != b"in_progress":
+            raise CannotPauseError(f"instance {instance_id!r} is {_text(state).capitalize()}")
+
+    async def resume_instance(self, instance_id: str) -> None:
+        check_ids(instance_id)
+        async with self._io(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.exists(self._key("snap", instance_id))
+            pipe.delete(self._key("pause", instance_id))
+            exists, _ = await pipe.execute()
+        if not exists:
+            raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+
+    async def get_pause_request(self, instance_id: str) -> PauseRequest | None:
+        check_ids(instance_id)
+        async with self._io():
+            raw = cast("bytes | None", await self._redis.get(self._key("pause", instance_id)))
+        if raw is None:
+            return None
+        name = f"redis pause request {self._key('pause', instance_id)!r}"
+        return pause_from_json(loads(raw, name), name)

@@ -10,6 +10,7 @@ from objstore_wfp.contract import PersistentBackend
 from objstore_wfp.errors import (
     BackendError,
     CannotCancelError,
+    CannotPauseError,
     ClaimLostError,
     ConflictError,
     InvalidArgumentError,
@@ -20,8 +21,10 @@ from objstore_wfp.errors import (
     UnsupportedStoreError,
 )
 from objstore_wfp.model import (
+    AtDelay,
     AtFork,
     AtJoin,
+    AtSignal,
     AtTask,
     AvailableTask,
     CancellationRequest,
@@ -31,6 +34,8 @@ from objstore_wfp.model import (
     Failed,
     InProgress,
     NotStarted,
+    PauseRequest,
+    Signal,
     TaskClaim,
     TaskResult,
     WorkflowSnapshot,
@@ -40,13 +45,16 @@ from objstore_wfp.model import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AtDelay",
     "AtFork",
     "AtJoin",
+    "AtSignal",
     "AtTask",
     "AvailableTask",
     "BackendError",
     "CancellationRequest",
     "CannotCancelError",
+    "CannotPauseError",
     "Cancelled",
     "ClaimLostError",
     "Clock",
@@ -63,8 +71,10 @@ __all__ = [
     "NotStarted",
     "ObjectStoreBackend",
     "OffsetClock",
+    "PauseRequest",
     "PersistentBackend",
     "SerializationError",
+    "Signal",
     "StoreUnavailableError",
     "SystemClock",
     "TaskClaim",

@@ -13,7 +13,14 @@ from datetime import timedelta
 from types import TracebackType
 
 from objstore_wfp.errors import ConflictError, NotFoundError
-from objstore_wfp.model import AvailableTask, CancellationRequest, TaskClaim, WorkflowSnapshot
+from objstore_wfp.model import (
+    AvailableTask,
+    CancellationRequest,
+    PauseRequest,
+    Signal,
+    TaskClaim,
+    WorkflowSnapshot,
+)
 
 
 class PersistentBackend(ABC):
@@ -88,7 +95,12 @@ class PersistentBackend(ABC):
 
     @abstractmethod
     async def find_available_tasks(self, worker_id: str, limit: int) -> list[AvailableTask]:
-        """At most ``limit`` claimable tasks: most urgent priority first, then oldest-ready."""
+        """At most ``limit`` claimable tasks: most urgent priority first, then oldest-ready.
+
+        Never a task of a paused instance or of one with a pending cancellation request. The
+        step of an ``AtDelay`` is offered from ``wake_at`` on; the step of an ``AtSignal`` once a
+        signal of its name is pending or from ``timeout_at`` on (times judged with the backend's
+        clock; a due wait counts as ready from its due time)."""
 
     # -- cancellation ----------------------------------------------------------------------
     @abstractmethod
@@ -108,6 +120,50 @@ class PersistentBackend(ABC):
     async def check_and_cancel(self, instance_id: str, interrupted_at_task: str | None = None) -> bool:
         """If a request is pending and the instance is in progress, atomically make it
         ``Cancelled`` (keeping completed tasks), clear the request and return ``True``."""
+
+    # -- signals ---------------------------------------------------------------------------
+    @abstractmethod
+    async def send_signal(self, instance_id: str, name: str, payload: bytes) -> Signal:
+        """Buffer a signal for the instance and return it (``seq`` larger than that of any
+        signal sent to it since it was created, ``sent_at`` the backend clock's now). It stays pending until a
+        step waiting at ``AtSignal(name)`` takes it with :meth:`deliver_signal`, oldest first.
+        ``name`` follows the identifier rules (``InvalidIdentifierError``) and ``payload`` must be
+        bytes (``InvalidArgumentError``), both checked before any I/O. Raises ``NotFoundError``,
+        and ``ConflictError`` when the instance is Completed, Failed or Cancelled."""
+
+    @abstractmethod
+    async def list_signals(self, instance_id: str, name: str | None = None) -> list[Signal]:
+        """The pending (not yet delivered) signals of the instance, of one ``name`` or all, oldest
+        (lowest ``seq``) first. Raises ``NotFoundError``."""
+
+    @abstractmethod
+    async def deliver_signal(self, claim: TaskClaim) -> bytes | None:
+        """Give the step ``claim`` holds, waiting at ``AtSignal(claim.task_id, name, ...)``, its
+        signal: if the step already has a recorded result, return that (a retry after a crash);
+        else, atomically and fenced by the claim, consume the oldest pending signal of ``name``,
+        record its payload as the step's result and return it. ``None``: none is pending (the
+        caller takes the timeout path and records its own output). A signal is delivered to one
+        step exactly once. Raises ``ClaimLostError``, ``NotFoundError``, and ``ConflictError``
+        when the instance is final or does not stand at that ``AtSignal``."""
+
+    # -- pause -----------------------------------------------------------------------------
+    @abstractmethod
+    async def pause_instance(self, instance_id: str, reason: str, requested_by: str) -> None:
+        """Offer nothing of the instance until :meth:`resume_instance`. Takes effect between
+        tasks: a running task still records its result and the workflow may advance; nothing new
+        is offered. Pausing a paused instance keeps the first request. ``reason`` and
+        ``requested_by`` are free text. Raises ``NotFoundError``, and ``CannotPauseError`` when
+        the instance is Completed, Failed or Cancelled (cancelling a paused instance works, and
+        a final instance has no pause request)."""
+
+    @abstractmethod
+    async def resume_instance(self, instance_id: str) -> None:
+        """Remove the pause request: the instance's work is offered again where it stood (a due
+        wait at once). A no-op when not paused. Raises ``NotFoundError``."""
+
+    @abstractmethod
+    async def get_pause_request(self, instance_id: str) -> PauseRequest | None:
+        """The standing pause request, or ``None`` (also for an unknown instance)."""
 
     # -- optional capabilities, with honest defaults -----------------------------------------
     #: Whether :meth:`create_snapshot` is one atomic create-if-absent. The default is not, so
@@ -136,15 +192,16 @@ class PersistentBackend(ABC):
         recorded by another execution wins and is kept; ``None`` records nothing, e.g. to mark
         the workflow failed under the claim), then let ``advance`` move the workflow and save
         it by compare-and-swap. Returns the saved snapshot and up to ``take`` tasks it
-        made ready that the caller may claim next. ``reserve`` asks the backend to keep those
-        tasks out of other workers' polls for that long, where it can (an object store can; a
-        poll then never offers a task its next holder is about to claim). Raises
+        made ready that the caller may claim next (none while the instance is paused).
+        ``reserve`` asks the backend to keep those tasks out of other workers' polls for that
+        long, where it can (an object store can; a poll then never offers a task its next
+        holder is about to claim). Raises
         ``ClaimLostError``, ``NotFoundError``, and ``ConflictError`` when the instance is final
         without this task's output.
 
         The default is :meth:`save_task_result` followed by a load/advance/save loop (two
-        writes, no reservation; with ``output=None`` the advance is not fenced); a backend may
-        do both in one atomic write.
+        writes, no reservation; with ``output=None`` the advance is not fenced; a read of the
+        pause request when it made tasks ready); a backend may do all in one atomic write.
         """
         from objstore_wfp.runtime.cas import update_snapshot
 
@@ -163,6 +220,8 @@ class PersistentBackend(ABC):
 
         snapshot = await update_snapshot(self, claim.instance_id, mutate)
         fresh = [t for t in snapshot.available_task_ids() if t not in before]
+        if fresh and await self.get_pause_request(claim.instance_id) is not None:
+            return snapshot, []
         return snapshot, fresh[:take]
 
     async def claim_available(

@@ -32,6 +32,10 @@ class CannotCancelError(BackendError):
     """Cancellation was requested for a workflow that already completed or failed."""
 
 
+class CannotPauseError(BackendError):
+    """A pause was requested for a workflow that already completed, failed or was cancelled."""
+
+
 class InvalidArgumentError(BackendError, ValueError):
     """An argument is out of range (a negative ``limit`` or TTL, a priority outside 1..5)."""
 
@@ -51,6 +55,7 @@ class UnsupportedStoreError(BackendError):
 __all__ = [
     "BackendError",
     "CannotCancelError",
+    "CannotPauseError",
     "ClaimLostError",
     "ConflictError",
     "InvalidArgumentError",

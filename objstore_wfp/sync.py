@@ -33,7 +33,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from objstore_wfp.contract import PersistentBackend
-from objstore_wfp.model import AvailableTask, CancellationRequest, TaskClaim, WorkflowSnapshot
+from objstore_wfp.model import (
+    AvailableTask,
+    CancellationRequest,
+    PauseRequest,
+    Signal,
+    TaskClaim,
+    WorkflowSnapshot,
+)
 
 T = TypeVar("T")
 
@@ -274,6 +281,25 @@ class SyncBackend:
 
     def check_and_cancel(self, instance_id: str, interrupted_at_task: str | None = None) -> bool:
         return self.run(self.backend.check_and_cancel(instance_id, interrupted_at_task))
+
+    # -- signals and pause -----------------------------------------------------------------
+    def send_signal(self, instance_id: str, name: str, payload: bytes) -> Signal:
+        return self.run(self.backend.send_signal(instance_id, name, payload))
+
+    def list_signals(self, instance_id: str, name: str | None = None) -> list[Signal]:
+        return self.run(self.backend.list_signals(instance_id, name))
+
+    def deliver_signal(self, claim: TaskClaim) -> bytes | None:
+        return self.run(self.backend.deliver_signal(claim))
+
+    def pause_instance(self, instance_id: str, reason: str, requested_by: str) -> None:
+        self.run(self.backend.pause_instance(instance_id, reason, requested_by))
+
+    def resume_instance(self, instance_id: str) -> None:
+        self.run(self.backend.resume_instance(instance_id))
+
+    def get_pause_request(self, instance_id: str) -> PauseRequest | None:
+        return self.run(self.backend.get_pause_request(instance_id))
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

@@ -13,8 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from objstore_wfp import (
+    AtDelay,
     AtFork,
     AtJoin,
+    AtSignal,
     AtTask,
     CancellationRequest,
     Cancelled,
@@ -22,6 +24,7 @@ from objstore_wfp import (
     Failed,
     InProgress,
     NotStarted,
+    PauseRequest,
     SerializationError,
     TaskClaim,
     TaskResult,
@@ -35,6 +38,9 @@ from objstore_wfp.model.codec import (
     claim_to_json,
     dumps,
     loads,
+    pause_from_json,
+    pause_to_json,
+    position_to_json,
     snapshot_from_json,
     snapshot_to_json,
 )
@@ -94,12 +100,43 @@ def test_snapshot_json_is_stable() -> None:
         Failed("boom \u2603"),
         Cancelled("r", "by", T0, {"a": TaskResult("a", b"x")}, "b"),
         Cancelled("r", "by", T0),
+        InProgress(AtDelay("nap", T0)),
+        InProgress(AtSignal("wait", "approve ✅", T0)),
+        InProgress(AtSignal("wait", "approve")),
     ],
-    ids=["not_started", "at_join", "completed", "failed", "cancelled", "cancelled_bare"],
+    ids=[
+        "not_started",
+        "at_join",
+        "completed",
+        "failed",
+        "cancelled",
+        "cancelled_bare",
+        "at_delay",
+        "at_signal",
+        "at_signal_forever",
+    ],
 )
 def test_state_round_trip(state: Any) -> None:
     s = WorkflowSnapshot("wf-1", "def-1", created_at=T0, state=state)
     assert snapshot_from_json(_through_bytes(snapshot_to_json(s)), NAME) == s
+
+
+def test_wait_positions_are_stable() -> None:
+    assert position_to_json(AtDelay("nap", T0)) == {
+        "type": "at_delay",
+        "step_id": "nap",
+        "wake_at": "2026-05-06T07:08:09.123456+00:00",
+    }
+    assert position_to_json(AtSignal("s", "go", None)) == {
+        "type": "at_signal",
+        "step_id": "s",
+        "signal_name": "go",
+        "timeout_at": None,
+    }
+    with pytest.raises(ValueError, match="wake_at"):
+        AtDelay("nap", datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="timeout_at"):
+        AtSignal("s", "go", datetime(2026, 1, 1))
 
 
 def test_non_utc_offsets_are_normalised() -> None:
@@ -117,6 +154,8 @@ def test_claim_and_cancellation_round_trip() -> None:
         assert claim_from_json(_through_bytes(claim_to_json(claim)), "claim") == claim
     request = CancellationRequest("i", "why", "who", T0)
     assert cancellation_from_json(_through_bytes(cancellation_to_json(request)), "c") == request
+    pause = PauseRequest("why ✋", "who", T0)
+    assert pause_from_json(_through_bytes(pause_to_json(pause)), "p") == pause
 
 
 # -- strict decoding ------------------------------------------------------------------------------
@@ -270,6 +309,8 @@ positions = st.one_of(
     st.builds(AtTask, ids),
     st.builds(AtFork, ids, st.lists(ids, max_size=4), st.lists(ids, max_size=2)),
     st.builds(AtJoin, ids, st.lists(ids, max_size=3)),
+    st.builds(AtDelay, ids, times),
+    st.builds(AtSignal, ids, ids, st.none() | times),
 )
 states = st.one_of(
     st.builds(InProgress, positions, results, st.none() | ids),

@@ -35,7 +35,7 @@ from objstore_wfp import (
     PersistentBackend,
     WorkflowSnapshot,
 )
-from objstore_wfp.model import AvailableTask, CancellationRequest, TaskClaim
+from objstore_wfp.model import AvailableTask, CancellationRequest, PauseRequest, Signal, TaskClaim
 from objstore_wfp.runtime import Flow, SyncClient, Worker, WorkflowFailedError
 from objstore_wfp.sync import BackgroundLoop, SyncBackend
 from objstore_wfp.testing import BackendConformance
@@ -101,6 +101,24 @@ class AsyncOverSync(PersistentBackend):
 
     async def check_and_cancel(self, instance_id: str, interrupted_at_task: str | None = None) -> bool:
         return await asyncio.to_thread(self.sync.check_and_cancel, instance_id, interrupted_at_task)
+
+    async def send_signal(self, instance_id: str, name: str, payload: bytes) -> Signal:
+        return await asyncio.to_thread(self.sync.send_signal, instance_id, name, payload)
+
+    async def list_signals(self, instance_id: str, name: str | None = None) -> list[Signal]:
+        return await asyncio.to_thread(self.sync.list_signals, instance_id, name)
+
+    async def deliver_signal(self, claim: TaskClaim) -> bytes | None:
+        return await asyncio.to_thread(self.sync.deliver_signal, claim)
+
+    async def pause_instance(self, instance_id: str, reason: str, requested_by: str) -> None:
+        await asyncio.to_thread(self.sync.pause_instance, instance_id, reason, requested_by)
+
+    async def resume_instance(self, instance_id: str) -> None:
+        await asyncio.to_thread(self.sync.resume_instance, instance_id)
+
+    async def get_pause_request(self, instance_id: str) -> PauseRequest | None:
+        return await asyncio.to_thread(self.sync.get_pause_request, instance_id)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.sync.close)

@@ -9,6 +9,8 @@ All keys are relative to the backend's root prefix::
     claims/<I>/<T>.json                          the lease of one task; outlives release and
                                                  delete: it holds the fencing-token high-water mark
     ready/<p>/<due-us>.<kind><nonce>/<I>/<T>     ready index: hints of tasks a worker may pick up
+    ready/0/<I>/<seq>                            inbox: a signal sent, not yet absorbed into the
+                                                 snapshot (its only write; sorts before all work)
 
 ``<I>`` and ``<T>`` are encoded instance and task ids (:func:`encode_id`); ``<inc>`` is the
 incarnation (16 hex digits, new each time the snapshot is created where none exists); ``<p>`` is
@@ -16,6 +18,11 @@ the priority (1..5); ``<due-us>`` is the 16-digit microsecond time from which th
 A LIST of ``ready/`` returns work in dispatch order: most urgent first, then oldest. ``<kind>``
 is ``r`` for an entry a snapshot write made when the task became ready (its slot is recorded in
 the snapshot), ``l`` for one a lease placed at its expiry (the task was claimed: check the claim).
+A delayed step's entry is due at its wake time, a signal wait's at its timeout (none without one).
+
+Inbox objects sit in the ready index's own LIST, ahead of every entry (``0`` sorts before the
+priorities), so the poll that LISTs for work sees a signal at no extra request; ``<seq>`` is the
+signal's 16-digit number, taken by create-if-absent, so two signals of an instance never share it.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ JSON_SUFFIX = ".json"
 #: Entry kinds: made by a snapshot write when the task became ready, or placed by a lease.
 FRESH = "r"
 LEASED = "l"
+#: The inbox: ``ready/0/`` sorts before the priorities 1..5.
+INBOX = "ready/0/"
 #: The due time of an entry whose lease never expires (a claim without TTL): year 2286.
 NEVER_US = 9_999_999_999_999_999
 
@@ -124,6 +133,23 @@ def ready_slot(priority: int, due_us: int, kind: str, nonce: str) -> str:
 
 def ready_key(slot: str, instance: str, task: str) -> str:
     return f"{READY}{slot}/{instance}/{task}"
+
+
+def inbox_key(instance: str, seq: int) -> str:
+    return f"{INBOX}{instance}/{seq:016d}"
+
+
+def inbox_prefix(instance: str) -> str:
+    return f"{INBOX}{instance}/"
+
+
+_INBOX_RE = re.compile(r"^ready/0/([^/]+)/(\d{16})$")
+
+
+def parse_inbox_key(key: str) -> tuple[str, int] | None:
+    """The encoded instance and seq of an inbox key, or ``None`` for any other key."""
+    m = _INBOX_RE.match(key)
+    return None if m is None else (m.group(1), int(m.group(2)))
 
 
 @dataclass(frozen=True)

@@ -19,27 +19,39 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from objstore_wfp.backends.validation import (
+    check_claim,
     check_claim_for,
     check_duration,
     check_ids,
     check_limit,
     check_optional_task_id,
     check_output,
+    check_payload,
     check_snapshot,
     check_text,
     expiry,
 )
 from objstore_wfp.clock import Clock, SystemClock
 from objstore_wfp.contract import PersistentBackend
-from objstore_wfp.errors import CannotCancelError, ClaimLostError, ConflictError, NotFoundError
+from objstore_wfp.errors import (
+    CannotCancelError,
+    CannotPauseError,
+    ClaimLostError,
+    ConflictError,
+    NotFoundError,
+)
 from objstore_wfp.ids import validate_id
 from objstore_wfp.model import (
+    AtDelay,
+    AtSignal,
     AvailableTask,
     CancellationRequest,
     Cancelled,
     Completed,
     Failed,
     InProgress,
+    PauseRequest,
+    Signal,
     TaskClaim,
     TaskResult,
     WorkflowSnapshot,
@@ -55,10 +67,33 @@ class _Instance:
     incarnation: int
     ready_at: dict[str, datetime] = field(default_factory=dict)
     cancellation: CancellationRequest | None = None
+    pause: PauseRequest | None = None
+    signals: list[Signal] = field(default_factory=list)  # pending, oldest first
+    last_seq: int = 0
+    #: When the workflow reached the wait it stands at (a signal that came earlier is ready
+    #: from then on).
+    waiting_since: datetime | None = None
 
     def snapshot(self) -> WorkflowSnapshot:
         results = {t: TaskResult(t, out) for t, out in self.results.items()}
         return snapshot_from_reader(Reader(self.doc, "memory snapshot"), results, self.version)
+
+    def pending(self, name: str) -> Signal | None:
+        return next((s for s in self.signals if s.name == name), None)
+
+    def due_wait(self, now: datetime) -> tuple[str, datetime] | None:
+        """The step of the wait the workflow stands at and the time it became ready, if due."""
+        wait = self.snapshot().waiting_on()
+        if isinstance(wait, AtDelay):
+            return (wait.step_id, wait.wake_at) if now >= wait.wake_at else None
+        if isinstance(wait, AtSignal):
+            signal = self.pending(wait.signal_name)
+            if signal is not None:
+                assert self.waiting_since is not None  # set by the save that reached the wait
+                return wait.step_id, max(signal.sent_at, self.waiting_since)
+            if wait.timeout_at is not None and now >= wait.timeout_at:
+                return wait.step_id, wait.timeout_at
+        return None
 
 
 @dataclass
@@ -150,11 +185,16 @@ class InMemoryBackend(PersistentBackend):
                 self._next_version(),
                 old.incarnation if old else next(self._incarnations),
                 cancellation=old.cancellation if old else None,
+                pause=old.pause if old and not snapshot.is_terminal else None,
+                signals=old.signals if old else [],
+                last_seq=old.last_seq if old else 0,
             )
             previously_ready = old.ready_at if old else {}
-            record.ready_at = {
-                t: previously_ready.get(t, now) for t in record.snapshot().available_task_ids()
-            }
+            stored = record.snapshot()
+            record.ready_at = {t: previously_ready.get(t, now) for t in stored.available_task_ids()}
+            same_wait = old is not None and old.snapshot().waiting_on() == stored.waiting_on()
+            if stored.waiting_on() is not None:
+                record.waiting_since = old.waiting_since if same_wait and old else now
             self._instances[snapshot.instance_id] = record
             snapshot.version = record.version
             return record.version
@@ -281,12 +321,19 @@ class InMemoryBackend(PersistentBackend):
             return []
         found: list[tuple[tuple[int, datetime, str, str], AvailableTask]] = []
         with self._lock:
-            now = self._clock.monotonic()
+            now = self._clock.monotonic()  # leases: the monotonic clock
+            wall = self._clock.now()  # wake and timeout times: instants on the wall clock
             for instance_id, record in self._instances.items():
-                if record.cancellation is not None or not record.ready_at:
+                if record.cancellation is not None or record.pause is not None:
+                    continue
+                ready = dict(record.ready_at)
+                due = record.due_wait(wall)
+                if due is not None:
+                    ready[due[0]] = due[1]
+                if not ready:
                     continue
                 snapshot = record.snapshot()
-                for task_id, ready_at in record.ready_at.items():
+                for task_id, ready_at in ready.items():
                     claim = self._claims.get((instance_id, task_id))
                     if claim is not None and claim.live(now, record.incarnation):
                         continue
@@ -348,5 +395,78 @@ class InMemoryBackend(PersistentBackend):
             del doc["results"]
             record.doc = doc
             record.ready_at = {}
+            record.pause = None
             record.version = self._next_version()
             return True
+
+    # -- signals ---------------------------------------------------------------------------
+    async def send_signal(self, instance_id: str, name: str, payload: bytes) -> Signal:
+        check_ids(instance_id)
+        validate_id(name, "name")
+        data = check_payload(payload)
+        with self._lock:
+            record = self._get(instance_id)
+            state = record.snapshot().state
+            if not isinstance(state, InProgress):
+                raise ConflictError(
+                    f"instance {instance_id!r} is {type(state).__name__}; it takes no signals"
+                )
+            record.last_seq += 1
+            signal = Signal(instance_id, name, data, record.last_seq, self._clock.now())
+            record.signals.append(signal)
+            return signal
+
+    async def list_signals(self, instance_id: str, name: str | None = None) -> list[Signal]:
+        check_ids(instance_id)
+        if name is not None:
+            validate_id(name, "name")
+        with self._lock:
+            return [s for s in self._get(instance_id).signals if name is None or s.name == name]
+
+    async def deliver_signal(self, claim: TaskClaim) -> bytes | None:
+        check_claim(claim)
+        with self._lock:
+            record = self._get(claim.instance_id)
+            self._check_holding(claim, record.incarnation)
+            recorded = record.results.get(claim.task_id)
+            if recorded is not None:
+                return recorded
+            snapshot = record.snapshot()
+            wait = snapshot.waiting_on()
+            if snapshot.is_terminal:
+                raise ConflictError(f"instance {claim.instance_id!r} is terminal; its state is final")
+            if not isinstance(wait, AtSignal) or wait.step_id != claim.task_id:
+                raise ConflictError(
+                    f"instance {claim.instance_id!r} does not wait for a signal at step {claim.task_id!r}"
+                )
+            signal = record.pending(wait.signal_name)
+            if signal is None:
+                return None
+            record.signals.remove(signal)
+            record.results[claim.task_id] = signal.payload
+            record.version = self._next_version()
+            return signal.payload
+
+    # -- pause -----------------------------------------------------------------------------
+    async def pause_instance(self, instance_id: str, reason: str, requested_by: str) -> None:
+        check_ids(instance_id)
+        check_text(reason, "reason")
+        check_text(requested_by, "requested_by")
+        with self._lock:
+            record = self._get(instance_id)
+            state = record.snapshot().state
+            if not isinstance(state, InProgress):
+                raise CannotPauseError(f"instance {instance_id!r} is {type(state).__name__}")
+            if record.pause is None:
+                record.pause = PauseRequest(reason, requested_by, self._clock.now())
+
+    async def resume_instance(self, instance_id: str) -> None:
+        check_ids(instance_id)
+        with self._lock:
+            self._get(instance_id).pause = None
+
+    async def get_pause_request(self, instance_id: str) -> PauseRequest | None:
+        check_ids(instance_id)
+        with self._lock:
+            record = self._instances.get(instance_id)
+            return record.pause if record else None

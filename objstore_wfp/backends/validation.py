@@ -7,8 +7,10 @@ from datetime import datetime, timedelta
 from objstore_wfp.errors import InvalidArgumentError
 from objstore_wfp.ids import validate_id
 from objstore_wfp.model import (
+    AtDelay,
     AtFork,
     AtJoin,
+    AtSignal,
     AtTask,
     Cancelled,
     Completed,
@@ -78,6 +80,14 @@ def _check_state(snapshot: WorkflowSnapshot) -> None:
             check_text(pos.join_id, "join_id")
             for task_id in pos.completed_branches:
                 validate_id(task_id, "task_id")
+        elif isinstance(pos, AtDelay):
+            validate_id(pos.step_id, "step_id")
+            _check_aware(pos.wake_at, "wake_at")
+        elif isinstance(pos, AtSignal):
+            validate_id(pos.step_id, "step_id")
+            validate_id(pos.signal_name, "signal_name")
+            if pos.timeout_at is not None:
+                _check_aware(pos.timeout_at, "timeout_at")
         elif not isinstance(pos, NotStarted):
             raise InvalidArgumentError(f"unknown position {pos!r}")
         check_optional_task_id(state.last_completed_task_id, "last_completed_task_id")
@@ -104,6 +114,14 @@ def check_output(output: object) -> bytes:
     if not isinstance(output, (bytes, bytearray, memoryview)):
         raise InvalidArgumentError(f"output must be bytes, got {type(output).__name__}")
     return bytes(output)
+
+
+def check_payload(payload: object) -> bytes:
+    """A signal's payload: bytes (``bytearray`` and ``memoryview`` are copied), else
+    ``InvalidArgumentError`` (a ``ValueError``)."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise InvalidArgumentError(f"payload must be bytes, got {type(payload).__name__}")
+    return bytes(payload)
 
 
 def check_duration(value: object, what: str, *, optional: bool = False) -> None:
@@ -133,6 +151,15 @@ def check_text(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidArgumentError(f"{what} must be a str, got {type(value).__name__}")
     return value
+
+
+def check_claim(claim: object) -> TaskClaim:
+    """A claim a method acts under (``InvalidArgumentError`` for anything else)."""
+    if not isinstance(claim, TaskClaim):
+        raise InvalidArgumentError(f"claim must be a TaskClaim, got {type(claim).__name__}")
+    validate_id(claim.instance_id, "instance_id")
+    validate_id(claim.task_id, "task_id")
+    return claim
 
 
 def check_claim_for(claim: TaskClaim | None, instance_id: str, task_id: str) -> None:

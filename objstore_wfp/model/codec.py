@@ -15,8 +15,16 @@ from typing import Any
 import orjson
 
 from objstore_wfp.errors import SerializationError
-from objstore_wfp.model.positions import AtFork, AtJoin, AtTask, ExecutionPosition, NotStarted
-from objstore_wfp.model.records import CancellationRequest, TaskClaim, TaskResult
+from objstore_wfp.model.positions import (
+    AtDelay,
+    AtFork,
+    AtJoin,
+    AtSignal,
+    AtTask,
+    ExecutionPosition,
+    NotStarted,
+)
+from objstore_wfp.model.records import CancellationRequest, PauseRequest, TaskClaim, TaskResult
 from objstore_wfp.model.snapshot import WorkflowSnapshot
 from objstore_wfp.model.states import Cancelled, Completed, Failed, InProgress, WorkflowState
 
@@ -201,6 +209,15 @@ def position_to_json(pos: ExecutionPosition) -> JSON:
         }
     if isinstance(pos, AtJoin):
         return {"type": "at_join", "join_id": pos.join_id, "completed_branches": list(pos.completed_branches)}
+    if isinstance(pos, AtDelay):
+        return {"type": "at_delay", "step_id": pos.step_id, "wake_at": iso(pos.wake_at)}
+    if isinstance(pos, AtSignal):
+        return {
+            "type": "at_signal",
+            "step_id": pos.step_id,
+            "signal_name": pos.signal_name,
+            "timeout_at": opt_iso(pos.timeout_at),
+        }
     raise SerializationError(f"unknown position {pos!r}")
 
 
@@ -214,6 +231,10 @@ def position_from_json(r: Reader) -> ExecutionPosition:
         return AtFork(r.text("fork_id"), r.texts("branch_task_ids"), r.texts("completed_branches"))
     if kind == "at_join":
         return AtJoin(r.text("join_id"), r.texts("completed_branches"))
+    if kind == "at_delay":
+        return AtDelay(r.text("step_id"), r.timestamp("wake_at"))
+    if kind == "at_signal":
+        return AtSignal(r.text("step_id"), r.text("signal_name"), r.opt_timestamp("timeout_at"))
     raise r._fail("type", f"names an unknown position {kind!r}")
 
 
@@ -355,3 +376,15 @@ def cancellation_from_json(doc: JSON, name: str) -> CancellationRequest:
     return CancellationRequest(
         r.text("instance_id"), r.text("reason"), r.text("requested_by"), r.timestamp("requested_at")
     )
+
+
+def pause_to_json(p: PauseRequest) -> JSON:
+    return envelope(
+        "pause",
+        {"reason": p.reason, "requested_by": p.requested_by, "requested_at": iso(p.requested_at)},
+    )
+
+
+def pause_from_json(doc: JSON, name: str) -> PauseRequest:
+    r = open_envelope(doc, "pause", name)
+    return PauseRequest(r.text("reason"), r.text("requested_by"), r.timestamp("requested_at"))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+
+from objstore_wfp.model.time import require_aware
 
 
 @dataclass(frozen=True)
@@ -52,4 +55,33 @@ class AtJoin:
         object.__setattr__(self, "completed_branches", tuple(completed_branches))
 
 
-ExecutionPosition = NotStarted | AtTask | AtFork | AtJoin
+@dataclass(frozen=True)
+class AtDelay:
+    """The workflow sleeps until ``wake_at`` (a timezone-aware UTC instant, judged with the
+    observing backend's clock); from then on step ``step_id`` is offered like a task, with the
+    snapshot's ``task_input()``. No worker is held while it sleeps."""
+
+    step_id: str
+    wake_at: datetime
+
+    def __post_init__(self) -> None:
+        require_aware(self.wake_at, "wake_at")
+
+
+@dataclass(frozen=True)
+class AtSignal:
+    """The workflow waits for a signal named ``signal_name``. Step ``step_id`` is offered like a
+    task once such a signal is pending (its worker takes it with ``deliver_signal``), or once
+    ``timeout_at`` (UTC, judged with the backend's clock; ``None``: never) has passed, when
+    ``deliver_signal`` finds none and the worker takes the timeout path."""
+
+    step_id: str
+    signal_name: str
+    timeout_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout_at is not None:
+            require_aware(self.timeout_at, "timeout_at")
+
+
+ExecutionPosition = NotStarted | AtTask | AtFork | AtJoin | AtDelay | AtSignal

@@ -81,3 +81,31 @@ class CancellationRequest:
 
     def __post_init__(self) -> None:
         require_aware(self.requested_at, "requested_at")
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A message sent to one workflow instance, buffered until a step waiting for ``name``
+    consumes it. ``seq`` orders the signals of an instance: it increases with every signal sent
+    to it since it was created (an instance deleted and created again numbers afresh)."""
+
+    instance_id: str
+    name: str
+    payload: bytes
+    seq: int
+    sent_at: datetime
+
+    def __post_init__(self) -> None:
+        require_aware(self.sent_at, "sent_at")
+
+
+@dataclass(frozen=True)
+class PauseRequest:
+    """A standing request to offer nothing of one instance until it is resumed."""
+
+    reason: str
+    requested_by: str
+    requested_at: datetime
+
+    def __post_init__(self) -> None:
+        require_aware(self.requested_at, "requested_at")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from objstore_wfp.errors import ConflictError
-from objstore_wfp.model.positions import AtFork, AtTask, ExecutionPosition
+from objstore_wfp.model.positions import AtDelay, AtFork, AtSignal, AtTask, ExecutionPosition
 from objstore_wfp.model.records import TaskResult
 from objstore_wfp.model.states import (
     TERMINAL_STATES,
@@ -91,6 +91,22 @@ class WorkflowSnapshot:
             finished = set(pos.completed_branches)
             return [t for t in pos.branch_task_ids if t not in done and t not in finished]
         return []
+
+    def waiting_on(self) -> AtDelay | AtSignal | None:
+        """The delay or signal wait the workflow stands at while its step has no recorded
+        result, else ``None``. Its step is offered only once due (see :class:`AtDelay`,
+        :class:`AtSignal`), never by :meth:`available_task_ids`.
+
+        >>> from datetime import datetime, timezone
+        >>> s = WorkflowSnapshot("i", "h")
+        >>> s.update_position(AtDelay("nap", datetime(2026, 1, 1, tzinfo=timezone.utc)))
+        >>> s.waiting_on().step_id, s.available_task_ids()
+        ('nap', [])
+        """
+        pos = self.position
+        if isinstance(pos, (AtDelay, AtSignal)) and pos.step_id not in self.completed_tasks:
+            return pos
+        return None
 
     def task_input(self) -> bytes | None:
         """Input for the tasks offered now: the initial input until a task completes, then the

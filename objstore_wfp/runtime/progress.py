@@ -7,7 +7,16 @@ and advancing leaves nothing that the next call cannot repair.
 
 from __future__ import annotations
 
-from objstore_wfp.model import AtFork, AtTask, ExecutionPosition, InProgress, NotStarted, WorkflowSnapshot
+from objstore_wfp.model import (
+    AtDelay,
+    AtFork,
+    AtJoin,
+    AtTask,
+    ExecutionPosition,
+    InProgress,
+    NotStarted,
+    WorkflowSnapshot,
+)
 from objstore_wfp.runtime.codec import Codec
 from objstore_wfp.runtime.errors import FlowDefinitionError
 from objstore_wfp.runtime.flow import Flow, Fork, Node, Step
@@ -111,4 +120,9 @@ def describe_position(position: ExecutionPosition | None) -> str:
         done = set(position.completed_branches)
         parts = [f"{b} done" if b in done else b for b in position.branch_task_ids]
         return f"fork {position.fork_id} [{', '.join(parts)}]"
-    return f"join {position.join_id}"
+    if isinstance(position, AtJoin):
+        return f"join {position.join_id}"
+    if isinstance(position, AtDelay):
+        return f"delay {position.step_id} until {position.wake_at.isoformat()}"
+    timeout = "" if position.timeout_at is None else f" until {position.timeout_at.isoformat()}"
+    return f"signal {position.signal_name} at {position.step_id}{timeout}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +13,7 @@ from objstore_wfp.contract import PersistentBackend
 from objstore_wfp.errors import (
     BackendError,
     CannotCancelError,
+    CannotPauseError,
     ClaimLostError,
     ConflictError,
     InvalidArgumentError,
@@ -22,7 +23,7 @@ from objstore_wfp.errors import (
     StoreUnavailableError,
     UnsupportedStoreError,
 )
-from objstore_wfp.model import AtFork, AtTask, TaskResult, WorkflowSnapshot
+from objstore_wfp.model import AtDelay, AtFork, AtSignal, AtTask, TaskResult, WorkflowSnapshot
 from objstore_wfp.testing._support import TTL, expect, make_snapshot
 
 _CONTROL = "".join(map(chr, [*range(0x20), 0x7F]))
@@ -116,6 +117,14 @@ def _snapshot_at_fork(bad: object) -> WorkflowSnapshot:
     return make_snapshot("wf-2", position=AtFork("f", ["ok", bad]))  # type: ignore[list-item]
 
 
+def _snapshot_at_delay(bad: object) -> WorkflowSnapshot:
+    return make_snapshot("wf-2", position=AtDelay(bad, datetime(2026, 1, 1, tzinfo=timezone.utc)))  # type: ignore[arg-type]
+
+
+def _snapshot_at_signal(step: object, name: object) -> WorkflowSnapshot:
+    return make_snapshot("wf-2", position=AtSignal(step, name))  # type: ignore[arg-type]
+
+
 # Every method, once per id argument it takes. ``b`` is the backend, ``x`` the illegal id.
 ID_CALLS: dict[str, Call] = {
     "save_snapshot.instance_id": lambda b, x: b.save_snapshot(_snapshot_with_id(x)),
@@ -143,6 +152,16 @@ ID_CALLS: dict[str, Call] = {
     "clear_cancellation_request.instance_id": lambda b, x: b.clear_cancellation_request(x),  # type: ignore[arg-type]
     "check_and_cancel.instance_id": lambda b, x: b.check_and_cancel(x),  # type: ignore[arg-type]
     "check_and_cancel.interrupted_at_task": lambda b, x: b.check_and_cancel("wf-1", x),  # type: ignore[arg-type]
+    "save_snapshot.AtDelay.step_id": lambda b, x: b.save_snapshot(_snapshot_at_delay(x)),
+    "save_snapshot.AtSignal.step_id": lambda b, x: b.save_snapshot(_snapshot_at_signal(x, "go")),
+    "save_snapshot.AtSignal.signal_name": lambda b, x: b.save_snapshot(_snapshot_at_signal("s", x)),
+    "send_signal.instance_id": lambda b, x: b.send_signal(x, "go", b""),  # type: ignore[arg-type]
+    "send_signal.name": lambda b, x: b.send_signal("wf-1", x, b""),  # type: ignore[arg-type]
+    "list_signals.instance_id": lambda b, x: b.list_signals(x),  # type: ignore[arg-type]
+    "list_signals.name": lambda b, x: b.list_signals("wf-1", x),  # type: ignore[arg-type]
+    "pause_instance.instance_id": lambda b, x: b.pause_instance(x, "r", "admin"),  # type: ignore[arg-type]
+    "resume_instance.instance_id": lambda b, x: b.resume_instance(x),  # type: ignore[arg-type]
+    "get_pause_request.instance_id": lambda b, x: b.get_pause_request(x),  # type: ignore[arg-type]
 }
 
 
@@ -157,8 +176,8 @@ class IdentifierTests:
         await backend.request_cancellation("wf-1", "r", "admin")
         before = await backend.load_snapshot("wf-1")
         for bad in ILLEGAL_IDS:
-            if bad is None and call == "check_and_cancel.interrupted_at_task":
-                continue  # None means "not at a task" there
+            if bad is None and call in ("check_and_cancel.interrupted_at_task", "list_signals.name"):
+                continue  # None means "not at a task", "every name" there
             if isinstance(bad, list) and call == "save_snapshot.completed_task_id":
                 continue  # a list cannot even be a dict key
             with expect(InvalidIdentifierError, f"{call} with the illegal id {bad!r}"):
@@ -268,6 +287,7 @@ class ArgumentTests:
             ConflictError,
             ClaimLostError,
             CannotCancelError,
+            CannotPauseError,
             InvalidArgumentError,
             InvalidIdentifierError,
             StoreUnavailableError,

@@ -15,6 +15,7 @@ from objstore_wfp.testing._finding import FindingTests
 from objstore_wfp.testing._identifiers import ArgumentTests, IdentifierTests
 from objstore_wfp.testing._incarnations import IncarnationTests
 from objstore_wfp.testing._snapshots import SnapshotTests
+from objstore_wfp.testing._waits import WaitTests
 
 
 class BackendConformance(
@@ -23,6 +24,7 @@ class BackendConformance(
     IncarnationTests,
     FindingTests,
     CancellationTests,
+    WaitTests,
     IdentifierTests,
     ArgumentTests,
     DifferentialTests,

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from objstore_wfp.backends import layout
@@ -32,15 +32,18 @@ from objstore_wfp.backends.objectstore.documents import (
 from objstore_wfp.backends.objectstore.leases import Leases
 from objstore_wfp.backends.objectstore.ready import STALE_GRACE, ReadyIndex
 from objstore_wfp.backends.objectstore.repair import RepairReport, repair
+from objstore_wfp.backends.objectstore.signals import Inbox
 from objstore_wfp.backends.objectstore.snapshots import Snapshots
 from objstore_wfp.backends.objectstore.writes import Composer
 from objstore_wfp.backends.validation import (
+    check_claim,
     check_claim_for,
     check_duration,
     check_ids,
     check_limit,
     check_optional_task_id,
     check_output,
+    check_payload,
     check_snapshot,
     check_text,
 )
@@ -48,6 +51,7 @@ from objstore_wfp.clock import Clock, SystemClock
 from objstore_wfp.contract import PersistentBackend
 from objstore_wfp.errors import (
     CannotCancelError,
+    CannotPauseError,
     ClaimLostError,
     ConflictError,
     NotFoundError,
@@ -56,15 +60,18 @@ from objstore_wfp.errors import (
 )
 from objstore_wfp.ids import validate_id
 from objstore_wfp.model import (
+    AtSignal,
     AvailableTask,
     CancellationRequest,
     Cancelled,
     InProgress,
+    PauseRequest,
+    Signal,
     TaskClaim,
     TaskResult,
     WorkflowSnapshot,
 )
-from objstore_wfp.model.codec import state_to_json
+from objstore_wfp.model.codec import pause_to_json, state_to_json
 from objstore_wfp.stores.base import ConditionalStore, StoredObject
 
 log = logging.getLogger(__name__)
@@ -119,6 +126,8 @@ class ObjectStoreBackend(PersistentBackend):
         leases = Leases(self._clock)
         self._index = ReadyIndex(store, self._snapshots, leases)
         self._claims = Claims(store, self._clock, self._snapshots, self._index, leases)
+        self._inbox = Inbox(store, self._clock, self._snapshots, self._index)
+        self._index.absorb = self._inbox.absorb
         self._verify = verify_conditional_writes
         self._opened = False
 
@@ -270,7 +279,9 @@ class ObjectStoreBackend(PersistentBackend):
 
     async def delete_snapshot(self, instance_id: str, *, if_version: str | None = None) -> None:
         """Delete the snapshot (conditionally on the copy read, where the store can), then what
-        belonged to that incarnation: its index entries and blob folder. Claim objects stay as
+        belonged to that incarnation: its index entries and blob folder. Its buffered signals go
+        with the snapshot; inbox objects not absorbed yet name the incarnation, so nothing reads
+        them as the next one's and the next poll deletes them. Claim objects stay as
         token high-water marks, released (each conditionally on the copy read); a claim of a
         deleted incarnation is dead anyway.
 
@@ -628,7 +639,7 @@ class ObjectStoreBackend(PersistentBackend):
             state = Cancelled(
                 request.reason, request.requested_by, self._clock.now(), {}, interrupted_at_task
             )
-            return Write(stored.encode(state=state_to_json(state), ready={}, cancel=None), True)
+            return Write(stored.encode(state=state_to_json(state), ready={}, cancel=None, pause=None), True)
 
         cancelled, old = await self._update(instance_id, decide)
         if cancelled and old is not None:
@@ -636,6 +647,124 @@ class ObjectStoreBackend(PersistentBackend):
                 layout.ready_key(s, instance, layout.encode_id(t)) for t, s in old.ready.items()
             )
         return bool(cancelled)
+
+    # -- signals -----------------------------------------------------------------------------
+    async def send_signal(self, instance_id: str, name: str, payload: bytes) -> Signal:
+        """One create-if-absent PUT of an inbox object after a GET of the snapshot (see
+        :mod:`.signals`)."""
+        check_ids(instance_id)
+        validate_id(name, "name")
+        data = check_payload(payload)
+        await self._ready()
+        return await self._inbox.send(instance_id, name, data)
+
+    async def list_signals(self, instance_id: str, name: str | None = None) -> list[Signal]:
+        check_ids(instance_id)
+        if name is not None:
+            validate_id(name, "name")
+        await self._ready()
+        return await self._inbox.pending(instance_id, name)
+
+    async def deliver_signal(self, claim: TaskClaim) -> bytes | None:
+        """Absorb the instance's inbox (a LIST, and a compare-and-swap if it holds signals),
+        then consume the oldest pending signal and record it as the step's result in one
+        compare-and-swap fenced by ``claim``."""
+        check_claim(claim)
+        await self._ready()
+        holding = await self._claims.holding(claim)
+        instance = layout.encode_id(claim.instance_id)
+        await self._inbox.absorb(instance)
+        composer = Composer(self._blobs, self._index, instance)
+
+        async def decide(stored: Snapshot) -> Write[tuple[bytes, dict[str, str]]] | Keep[Any]:
+            if stored.fence_refuses(claim, holding.incarnation):
+                raise _lost(claim)
+            recorded = stored.results.get(claim.task_id)
+            if recorded is not None:
+                return Keep(recorded)
+            if stored.terminal:
+                raise ConflictError(f"instance {claim.instance_id!r} is {stored.state}; its state is final")
+            wait = stored.wait()
+            if not isinstance(wait, AtSignal) or wait.step_id != claim.task_id:
+                raise ConflictError(
+                    f"instance {claim.instance_id!r} does not wait for a signal at step {claim.task_id!r}"
+                )
+            signal = stored.pending(wait.signal_name)
+            if signal is None:
+                return Keep(None)
+            value = await composer.stash(
+                stored.incarnation, f"result {claim.task_id}", signal.payload, self._clock.now()
+            )
+            rest = tuple(s for s in stored.signals if s is not signal)
+            ready = {t: s for t, s in stored.ready.items() if t != claim.task_id}
+            fields = stored.signal_fields(rest, stored.signal_seq, stored.absorbed)
+            written = stored.encode(results={**stored.results, claim.task_id: value}, ready=ready, **fields)
+            return Write(written, (signal.payload, ready))
+
+        async with composer.discarded_on_error():
+            outcome, old = await self._update(claim.instance_id, decide)
+        if old is None:  # nothing written: the recorded result, or no signal
+            await composer.drop_unused_blobs(None)
+            if outcome is None:
+                return None
+            return await self._blobs.unstash(outcome, f"{claim.instance_id!r} result {claim.task_id!r}")
+        payload, ready = outcome
+        await self._index.delete_quietly(_unreferenced(old, ready, holding))
+        return bytes(payload)
+
+    # -- pause -------------------------------------------------------------------------------
+    async def pause_instance(self, instance_id: str, reason: str, requested_by: str) -> None:
+        """One compare-and-swap of the snapshot; each ready task's entry moves to "never" first
+        (a PUT each, and a DELETE each after), so polls spend nothing on a paused instance."""
+        check_ids(instance_id)
+        check_text(reason, "reason")
+        check_text(requested_by, "requested_by")
+        await self._ready()
+        await self._set_pause(instance_id, PauseRequest(reason, requested_by, self._clock.now()))
+
+    async def resume_instance(self, instance_id: str) -> None:
+        """One compare-and-swap; ready tasks get entries due now (checked against their claims by
+        polls), a wait's step one due when it is."""
+        check_ids(instance_id)
+        await self._ready()
+        await self._set_pause(instance_id, None)
+
+    async def _set_pause(self, instance_id: str, request: PauseRequest | None) -> None:
+        instance = layout.encode_id(instance_id)
+        composer = Composer(self._blobs, self._index, instance)
+
+        async def decide(stored: Snapshot) -> Write[dict[str, str]] | Keep[None]:
+            if request is not None and stored.terminal:
+                raise CannotPauseError(f"instance {instance_id!r} is {stored.state}")
+            if (stored.pause is not None) == (request is not None):
+                return Keep(None)  # paused already (the first request stays), or not paused
+            now = self._clock.now()
+            due: dict[str, datetime | None] = dict.fromkeys(stored.ready, None if request else now)
+            wait = stored.wait()
+            if request is None and wait is not None:
+                due.pop(wait.step_id, None)
+                wake = stored.wait_due(wait, now)
+                if wake is not None:
+                    due[wait.step_id] = wake
+            ready = {t: ReadyIndex.leased_slot(stored.priority, d) for t, d in due.items()}
+            keys = [layout.ready_key(slot, instance, layout.encode_id(t)) for t, slot in ready.items()]
+            composer.entries.update(keys)
+            await self._index.put(keys)
+            pause = None if request is None else pause_to_json(request)
+            return Write(stored.encode(pause=pause, ready=ready), ready)
+
+        async with composer.discarded_on_error():
+            ready, old = await self._update(instance_id, decide)
+        if old is None:
+            await self._index.delete_quietly(composer.entries)
+            return
+        await self._index.delete_quietly(composer.leftovers(ready) + _unreferenced(old, ready, None))
+
+    async def get_pause_request(self, instance_id: str) -> PauseRequest | None:
+        check_ids(instance_id)
+        await self._ready()
+        stored = await self._snapshots.read(layout.encode_id(instance_id))
+        return None if stored is None else stored.pause_request()
 
     # -- maintenance -------------------------------------------------------------------------
     async def repair(self, *, grace: timedelta = STALE_GRACE) -> RepairReport:

@@ -306,7 +306,9 @@ class Claims:
         current = await self.snapshots.current_or_cached(instance)
         due = None
         if current is not None and task_id in current.ready:
-            due = layout.ready_key(self.index.leased_slot(current.priority, self.clock.now()), instance, task)
+            # A paused instance's task stays hidden: due never, until resuming moves it.
+            when = None if current.pause is not None else self.clock.now()
+            due = layout.ready_key(self.index.leased_slot(current.priority, when), instance, task)
             await self.index.put([due])
         old, _, _ = await self._update_holding(instance_id, task_id, worker_id, lambda r, _: r.released())
         self._forget(key, worker_id)

@@ -2,8 +2,11 @@
 
 A snapshot object holds everything that must change atomically with the workflow's state: the
 state itself, every recorded result, the ready tasks (with the slot of each one's index entry),
-the fencing tokens published by takeovers, the pending cancellation request, and the incarnation.
-A claim object holds one task's lease and its token high-water mark.
+the fencing tokens published by takeovers, the pending cancellation request, the pause request,
+the buffered signals (with the highest ``seq`` given out and the nonces of the inbox objects
+absorbed last), and the incarnation. Documents written before signals and pause existed lack
+those fields and read as having none. A claim object holds one task's lease and its token
+high-water mark; an inbox object one signal not yet absorbed into its snapshot.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from typing import Any
 from objstore_wfp.backends import layout
 from objstore_wfp.errors import InvalidIdentifierError, SerializationError
 from objstore_wfp.ids import validate_id
-from objstore_wfp.model import CancellationRequest, TaskClaim
+from objstore_wfp.model import AtDelay, AtSignal, CancellationRequest, PauseRequest, Signal, TaskClaim
 from objstore_wfp.model.codec import (
     JSON,
+    Reader,
+    b64,
     cancellation_from_json,
     cancellation_to_json,
     dumps,
@@ -29,6 +34,8 @@ from objstore_wfp.model.codec import (
     loads,
     open_envelope,
     opt_iso,
+    pause_from_json,
+    position_from_json,
     unb64,
 )
 from objstore_wfp.stores.base import StoredObject
@@ -97,12 +104,59 @@ class Snapshot:
     fences: dict[str, int]  # task id -> lowest token a fenced write may carry
     cancel: JSON | None
     priority: int
+    pause: JSON | None = None
+    signals: tuple[Signal, ...] = ()  # pending, in seq order
+    signal_seq: int = 0  # the highest seq given to a signal of this incarnation
+    absorbed: tuple[str, ...] = ()  # nonces of the inbox objects absorbed last
     #: A tombstone: the last copy of a deleted instance (see ``ObjectStoreBackend.delete_snapshot``).
     deleted: bool = False
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    @property
+    def held_back(self) -> bool:
+        """Whether polls must offer nothing of the instance: cancellation pending, or paused."""
+        return self.cancel is not None or self.pause is not None
+
+    def pause_request(self) -> PauseRequest | None:
+        return None if self.pause is None else pause_from_json(self.pause, self.key)
+
+    def wait(self) -> AtDelay | AtSignal | None:
+        """The wait the workflow stands at while its step has no result, else ``None``."""
+        if self.state != "in_progress":
+            return None
+        pos = position_from_json(Reader(self.doc, self.key).obj("state").obj("position"))
+        if isinstance(pos, (AtDelay, AtSignal)) and pos.step_id not in self.results:
+            return pos
+        return None
+
+    def pending(self, name: str) -> Signal | None:
+        """The oldest buffered signal named ``name``."""
+        return next((s for s in self.signals if s.name == name), None)
+
+    def wait_due(self, wait: AtDelay | AtSignal, now: datetime) -> datetime | None:
+        """When the step of ``wait`` is due with this document's signals (see :func:`wait_due`)."""
+        signalled = isinstance(wait, AtSignal) and self.pending(wait.signal_name) is not None
+        return wait_due(wait, signalled, now)
+
+    def offers(self, task_id: str, now: datetime) -> bool:
+        """Whether ``task_id``, ready in this document, may be offered at ``now``: a wait's step
+        only once due (an early claim may have moved its entry to a lease's expiry)."""
+        wait = self.wait()
+        if wait is None or wait.step_id != task_id:
+            return True
+        due = self.wait_due(wait, now)
+        return due is not None and due <= now
+
+    def signal_fields(self, signals: tuple[Signal, ...], seq: int, absorbed: tuple[str, ...]) -> JSON:
+        """The document fields that hold ``signals`` (pending), ``seq`` and ``absorbed``."""
+        return {
+            "signals": [signal_to_doc(s) for s in signals],
+            "signal_seq": seq,
+            "absorbed": list(absorbed),
+        }
 
     @property
     def instance_id(self) -> str:
@@ -122,6 +176,15 @@ class Snapshot:
         return incarnation != self.incarnation or claim.token < self.fences.get(claim.task_id, 0)
 
 
+def wait_due(wait: AtDelay | AtSignal, signalled: bool, now: datetime) -> datetime | None:
+    """When the step of ``wait`` is (or was) due to be offered: a delay's wake time; a signal
+    wait's ``now`` once ``signalled`` (a signal of its name is pending), else its timeout
+    (``None``: not until a signal comes)."""
+    if isinstance(wait, AtDelay):
+        return wait.wake_at
+    return now if signalled else wait.timeout_at
+
+
 def parse_snapshot(obj: StoredObject, key: str) -> Snapshot:
     doc = loads(obj.data, key)
     r = open_envelope(doc, "snapshot", key)
@@ -139,6 +202,17 @@ def parse_snapshot(obj: StoredObject, key: str) -> Snapshot:
     cancel = doc.get("cancel")
     if cancel is not None:
         cancellation_from_json(cancel, key)  # validated now: readers must not meet it broken later
+    pause = doc.get("pause")
+    if pause is not None:
+        pause_from_json(pause, key)
+    instance_id = r.text("instance_id")
+    signals = tuple(
+        signal_from_doc(Reader(v, key, "signals[]"), instance_id) for v in doc.get("signals") or []
+    )
+    seq = doc.get("signal_seq", 0)
+    absorbed = doc.get("absorbed") or []
+    if type(seq) is not int or not all(isinstance(n, str) for n in absorbed):
+        raise SerializationError(f"{key}: fields 'signal_seq' and 'absorbed' must be an integer and strings")
     return Snapshot(
         key,
         obj.version,
@@ -150,8 +224,50 @@ def parse_snapshot(obj: StoredObject, key: str) -> Snapshot:
         fences,
         cancel,
         r.integer("priority"),
+        pause,
+        signals,
+        seq,
+        tuple(absorbed),
         doc.get("deleted") is True,
     )
+
+
+def signal_to_doc(s: Signal) -> JSON:
+    """A buffered signal inside its snapshot (the instance id is the snapshot's)."""
+    return {"seq": s.seq, "name": s.name, "payload": b64(s.payload), "sent_at": iso(s.sent_at)}
+
+
+def signal_from_doc(r: Reader, instance_id: str) -> Signal:
+    return Signal(instance_id, r.text("name"), r.blob("payload"), r.integer("seq"), r.timestamp("sent_at"))
+
+
+@dataclass(frozen=True)
+class InboxSignal:
+    """An inbox object: one signal as sent, for the incarnation its sender saw, not yet absorbed
+    into the snapshot. ``nonce`` tells it apart from a later object at the same key."""
+
+    signal: Signal
+    incarnation: str
+    nonce: str
+
+    def to_bytes(self) -> bytes:
+        s = self.signal
+        return dumps(
+            envelope(
+                "signal",
+                {
+                    "instance_id": s.instance_id,
+                    "incarnation": self.incarnation,
+                    **signal_to_doc(s),
+                    "w": self.nonce,
+                },
+            )
+        )
+
+
+def parse_inbox(obj: StoredObject, key: str) -> InboxSignal:
+    r = open_envelope(loads(obj.data, key), "signal", key)
+    return InboxSignal(signal_from_doc(r, r.text("instance_id")), r.text("incarnation"), r.text("w"))
 
 
 def cancel_to_json(request: CancellationRequest) -> JSON:

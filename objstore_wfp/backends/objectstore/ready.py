@@ -10,6 +10,11 @@ who holds one. Two kinds exist (see :mod:`objstore_wfp.backends.layout`):
   next task of a chain for itself), so a task under a live lease costs a poll nothing: its
   entry is not due. A claim writes its leased entry before deleting the fresh one.
 
+Inbox objects (signals not yet absorbed, :mod:`.signals`) sort before every entry: a poll that
+meets some absorbs them first and then lists again from after them, so it sees the entries the
+absorption made due. A delayed step's entry is due at its wake time and a signal wait's at its
+timeout, so waiting work costs a poll what a leased entry does: a key in the LIST, no GET.
+
 A poll lists entries, skips those not yet due, reads the snapshot of each due candidate's
 instance (once per instance) and, for a leased entry only, the claim: one GET per task returned
 in the common case, two after a takeover or release.
@@ -20,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime, timedelta, timezone
 
 from objstore_wfp.backends import layout
@@ -63,6 +68,9 @@ class ReadyIndex:
         self._seen: dict[tuple[str, str], str] = {}
         self._held: dict[str, int] = {}
         self._lock = threading.Lock()
+        #: Absorbs the inbox objects of one instance for a poll at a time (set by the backend:
+        #: see :mod:`.signals`).
+        self.absorb: Callable[[str, list[str], datetime], Awaitable[None]] | None = None
 
     # -- writing -----------------------------------------------------------------------------
     @staticmethod
@@ -107,7 +115,7 @@ class ReadyIndex:
         """At most ``limit`` claimable tasks, most urgent first, then oldest due first."""
         now_us = epoch_us(now)
         found: list[tuple[tuple[int, int, str, str], AvailableTask]] = []
-        listing = aiter(self.store.list(layout.READY))
+        listing = aiter(self._listing(now))
         read: dict[str, Snapshot | None] = {}
         exhausted = False
         while not exhausted:
@@ -116,12 +124,11 @@ class ReadyIndex:
             wanted = max(limit - len(found), 1)
             while len(batch) < wanted:
                 try:
-                    obj = await anext(listing)
+                    entry = await anext(listing)
                 except StopAsyncIteration:
                     exhausted = True
                     break
-                entry = layout.parse_ready_key(obj.key)
-                if entry is None or entry.due_us > now_us or self._still_held(entry.key, now_us):
+                if entry.due_us > now_us or self._still_held(entry.key, now_us):
                     continue
                 # The listing orders by priority and due time; tasks that tie there are ordered
                 # by instance and task id below, so read on until the tie at the limit is complete.
@@ -141,14 +148,51 @@ class ReadyIndex:
         """The first ``count`` entries due at ``now`` in dispatch order, from LIST pages only."""
         now_us = epoch_us(now)
         entries: list[layout.ReadyEntry] = []
-        async for obj in self.store.list(layout.READY):
-            entry = layout.parse_ready_key(obj.key)
-            if entry is None or entry.due_us > now_us or self._still_held(entry.key, now_us):
+        async for entry in self._listing(now):
+            if entry.due_us > now_us or self._still_held(entry.key, now_us):
                 continue
             entries.append(entry)
             if len(entries) >= count:
                 break
         return entries
+
+    async def _listing(self, now: datetime) -> AsyncIterator[layout.ReadyEntry]:
+        """The entries of the index in key order. Inbox objects, which come first, are absorbed
+        (all instances at once, for a poll at ``now``: a wait they wake is due then) before the
+        first entry is yielded; then the listing starts again after them, so entries the
+        absorption wrote are in it. One LIST page when there are none."""
+        inbox: dict[str, list[str]] = {}
+        last = None
+        async for obj in self.store.list(layout.READY):
+            parsed = layout.parse_inbox_key(obj.key)
+            if parsed is not None:
+                inbox.setdefault(parsed[0], []).append(obj.key)
+                last = obj.key
+                continue
+            if obj.key.startswith(layout.INBOX):
+                continue  # a foreign key in the inbox: not ours
+            if inbox:
+                break
+            entry = layout.parse_ready_key(obj.key)
+            if entry is not None:
+                yield entry
+        else:
+            if not inbox:
+                return
+        assert self.absorb is not None and last is not None
+        absorb = self.absorb
+        outcomes = await asyncio.gather(
+            *(absorb(i, keys, now) for i, keys in inbox.items()), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, SerializationError):
+                log.warning("could not absorb signals: %s", outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        async for obj in self.store.list(layout.READY, start_after=last):
+            entry = layout.parse_ready_key(obj.key)
+            if entry is not None:
+                yield entry
 
     def hold(self, key: str, until: datetime) -> None:
         """Skip ``key`` in this backend's polls until ``until``: its task was just claimed by
@@ -167,7 +211,7 @@ class ReadyIndex:
             if epoch_us(now) - entry.due_us > STALE_GRACE // timedelta(microseconds=1):
                 await self.delete_quietly([entry.key])
             return None
-        if stored.cancel is not None:
+        if stored.held_back or not stored.offers(task_id, now):
             return None
         return stored, task_id
 
@@ -200,7 +244,7 @@ class ReadyIndex:
                 if epoch_us(now) - entry.due_us > grace_us:
                     stale.append(entry.key)
                 continue
-            if stored.cancel is None:
+            if not stored.held_back and stored.offers(task_id, now):
                 ready.append((entry, stored, task_id))
         if stale:
             await self.delete_quietly(stale)

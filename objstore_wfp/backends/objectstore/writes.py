@@ -2,8 +2,11 @@
 
 One function serves every write of a whole workflow state (save, create, and a worker's
 record-and-advance), so the rules live once: recorded results are kept and first-wins, ready
-tasks keep their index entry while they stay ready, the incarnation, fences and a pending
-cancellation request carry over, and large values go to blobs of the incarnation.
+tasks keep their index entry while they stay ready, a wait's step gets an entry due when it is
+(:func:`.documents.wait_due`), a paused instance's new entries are due never (resuming moves
+them), the incarnation, fences, a pending cancellation request, the pause request (until the
+state is final) and the buffered signals carry over, and large values go to blobs of the
+incarnation.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from typing import Any
 
 from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.blobs import Blobs, blob_keys
-from objstore_wfp.backends.objectstore.documents import Snapshot, Stash, nonce, same
-from objstore_wfp.backends.objectstore.ready import ReadyIndex
+from objstore_wfp.backends.objectstore.documents import Snapshot, Stash, nonce, same, wait_due
+from objstore_wfp.backends.objectstore.ready import ReadyIndex, epoch_us
 from objstore_wfp.errors import ConflictError, SerializationError
 from objstore_wfp.model import Completed, WorkflowSnapshot
 from objstore_wfp.model.codec import dumps, envelope, iso, loads, state_to_json
@@ -84,12 +87,15 @@ class Composer:
 
         ready: dict[str, str] = {}
         reserved: list[str] = []
+        paused = old is not None and old.pause is not None
         for task_id in snapshot.available_task_ids():
             if task_id in results:
                 continue
             was_ready = old is not None and task_id in old.ready
             if old is not None and was_ready and old.priority == snapshot.priority:
                 ready[task_id] = old.ready[task_id]
+            elif paused:
+                ready[task_id] = ReadyIndex.leased_slot(snapshot.priority, None)
             elif reserve is not None and len(reserved) < take:
                 reserved.append(task_id)
                 ready[task_id] = ReadyIndex.leased_slot(snapshot.priority, now + reserve)
@@ -99,6 +105,22 @@ class Composer:
                 ready[task_id] = ReadyIndex.leased_slot(snapshot.priority, now)
             else:
                 ready[task_id] = ReadyIndex.fresh_slot(snapshot.priority, now)
+        wait = snapshot.waiting_on()
+        if wait is not None and wait.step_id not in results:
+            # A wait's step is offered once due: its entry is due then (none while it waits for
+            # a signal without timeout). An unchanged wait keeps the entry it has.
+            step = wait.step_id
+            unchanged = old is not None and old.wait() == wait and old.priority == snapshot.priority
+            if unchanged and old is not None and step in old.ready:
+                ready[step] = old.ready[step]
+            else:
+                due = old.wait_due(wait, now) if old is not None else wait_due(wait, False, now)
+                if due is not None and paused:
+                    ready[step] = ReadyIndex.leased_slot(snapshot.priority, None)
+                elif due is not None:
+                    claimed = old is not None and (step in old.ready or step in old.fences)
+                    kind = layout.LEASED if claimed else layout.FRESH
+                    ready[step] = layout.ready_slot(snapshot.priority, epoch_us(due), kind, nonce())
         created = [
             layout.ready_key(slot, self.instance, layout.encode_id(t))
             for t, slot in ready.items()
@@ -123,6 +145,8 @@ class Composer:
                 "ready": ready,
                 "fences": _fences(old, ready, results),
                 "cancel": old.cancel if old is not None else None,
+                "pause": old.pause if old is not None and not snapshot.is_terminal else None,
+                **(old.signal_fields(old.signals, old.signal_seq, old.absorbed) if old is not None else {}),
                 "w": nonce(),
             },
         )
