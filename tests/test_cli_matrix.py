@@ -172,6 +172,12 @@ def _cases() -> list[Case]:
             "--concurrency",
             id="worker-concurrency-0",
         ),
+        Case(
+            ["worker", *STORE_COMMANDS["worker"], "--max-poll", "0.001", "--store", "{store}"],
+            2,
+            "--max-poll must be at least --poll",
+            id="worker-max-poll-below-poll",
+        ),
         # probe takes its store as an argument and creates no folder either.
         Case(["probe"], 2, "required: URL", id="probe-no-url"),
         Case(["probe", "{store}"], 0, "usable", id="probe-folder"),

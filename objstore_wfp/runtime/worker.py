@@ -125,8 +125,9 @@ class Worker:
     - ``poll_interval``: seconds between polls while there is no work. Each poll that finds
       nothing doubles the wait, up to ``max_poll_interval`` seconds (default 16 times
       ``poll_interval``); it is back at ``poll_interval`` as soon as a poll finds work or a task
-      finishes. Work that appears in an idle store waits up to ``max_poll_interval`` to be
-      picked up. Set both equal to poll at a fixed rate.
+      finishes. Work that appears in an idle store (a delay or a signal wait that comes due
+      too) waits up to ``max_poll_interval`` to be picked up. Set both equal to poll at a fixed
+      rate.
     - ``retry``: attempts and backoff for a failing task; then the workflow is marked ``Failed``.
     - ``sweep_interval``: how often ``run_forever`` repairs workflows whose result was recorded by
       a worker that died before advancing them (see :meth:`sweep`).
