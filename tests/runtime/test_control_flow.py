@@ -305,6 +305,25 @@ async def test_a_sweep_tells_a_parent_whose_child_ended_without_telling_it(
         await client.result("p", timeout=1)
 
 
+async def test_a_signal_is_taken_up_by_the_next_poll(
+    backend: PersistentBackend, request: pytest.FixtureRequest
+) -> None:
+    """What ``run_once`` (serverless) and ``run_until_idle`` (cron) rely on: one poll after a
+    signal to a waiting instance finds its step."""
+    if isinstance(backend, ObjectStoreBackend):
+        reason = (
+            "ObjectStoreBackend: the first poll after a signal absorbs it from the inbox but does "
+            "not offer the step yet; the second poll does (issue 17's backend side)"
+        )
+        request.node.add_marker(pytest.mark.xfail(reason=reason, strict=False))
+    flow = Flow("ask").wait_for_signal("ok").step(inc)
+    client = Client(backend, [flow])
+    instance_id = await client.submit(flow)
+    await client.send_signal(instance_id, "ok", 41)
+    assert await Worker(backend, [flow], poll_interval=0.01).run_once() == 2
+    assert await client.result(instance_id, timeout=1) == 42
+
+
 async def test_pause_unpause_and_signals_through_the_client(backend: PersistentBackend) -> None:
     flow = Flow("held").step(inc).wait_for_signal("go").step(double)
     client = Client(backend, [flow])
