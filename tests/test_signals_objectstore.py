@@ -9,6 +9,7 @@ or left over from a deleted incarnation, is never delivered twice. Run with ``-s
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import orjson
@@ -193,3 +194,38 @@ async def test_a_paused_instance_costs_polls_nothing(store_target: StoreTarget) 
     # Resumed entries are leased ones: a poll reads the snapshot and the claim.
     assert found == ["running"] and cost == {"list": 1, "get": 2}, cost
     await backend.close()
+
+
+async def test_two_backends_race_signals(local_store_target: StoreTarget) -> None:
+    """Across backends (separate caches): a signal sent while another backend's worker reaches
+    the wait is delivered once; signals absorbed by two pollers at once count once each."""
+    clock = ManualClock()
+    sender, worker = local_store_target.backend(clock=clock), local_store_target.backend(clock=clock)
+
+    def to_wait(snapshot: WorkflowSnapshot) -> bool:
+        snapshot.mark_task_completed("t", b"out")
+        snapshot.update_position(AtSignal("s", "go"))
+        return True
+
+    for i in range(6):
+        await worker.create_snapshot(_snapshot(f"race/{i}", AtTask("t")))
+        claim = await worker.claim_task(f"race/{i}", "t", "w", HOUR)
+        assert claim is not None
+        await asyncio.gather(
+            sender.send_signal(f"race/{i}", "go", bytes([i])),
+            worker.record_and_advance(claim, b"out", to_wait),
+        )
+    found = sorted(t.instance_id for t in await worker.find_available_tasks("w", 100))
+    assert found == [f"race/{i}" for i in range(6)], found
+    for i in range(6):
+        step = await worker.claim_task(f"race/{i}", "s", "w", HOUR)
+        assert step is not None and await worker.deliver_signal(step) == bytes([i])
+
+    await worker.create_snapshot(_snapshot("many", AtTask("t")))
+    sent = await asyncio.gather(*(sender.send_signal("many", "n", bytes([i])) for i in range(10)))
+    await asyncio.gather(sender.find_available_tasks("a", 10), worker.find_available_tasks("b", 10))
+    listed = await worker.list_signals("many")
+    assert sorted(s.seq for s in listed) == sorted(s.seq for s in sent), listed
+    assert sorted(s.payload for s in listed) == [bytes([i]) for i in range(10)]
+    await sender.close()
+    await worker.close()

@@ -127,13 +127,9 @@ class Snapshot:
         return next((s for s in self.signals if s.name == name), None)
 
     def wait_due(self, wait: AtDelay | AtSignal, now: datetime) -> datetime | None:
-        """When the step of ``wait`` is (or was) due to be offered; ``None``: not until a signal
-        comes. A pending signal makes it due at ``now``."""
-        if isinstance(wait, AtDelay):
-            return wait.wake_at
-        if self.pending(wait.signal_name) is not None:
-            return now
-        return wait.timeout_at
+        """When the step of ``wait`` is due with this document's signals (see :func:`wait_due`)."""
+        signalled = isinstance(wait, AtSignal) and self.pending(wait.signal_name) is not None
+        return wait_due(wait, signalled, now)
 
     def offers(self, task_id: str, now: datetime) -> bool:
         """Whether ``task_id``, ready in this document, may be offered at ``now``: a wait's step
@@ -168,6 +164,15 @@ class Snapshot:
         the claim belongs to another incarnation (``None``: taken while no snapshot existed), or
         a newer holder published its token."""
         return incarnation != self.incarnation or claim.token < self.fences.get(claim.task_id, 0)
+
+
+def wait_due(wait: AtDelay | AtSignal, signalled: bool, now: datetime) -> datetime | None:
+    """When the step of ``wait`` is (or was) due to be offered: a delay's wake time; a signal
+    wait's ``now`` once ``signalled`` (a signal of its name is pending), else its timeout
+    (``None``: not until a signal comes)."""
+    if isinstance(wait, AtDelay):
+        return wait.wake_at
+    return now if signalled else wait.timeout_at
 
 
 def parse_snapshot(obj: StoredObject, key: str) -> Snapshot:

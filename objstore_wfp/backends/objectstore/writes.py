@@ -3,10 +3,10 @@
 One function serves every write of a whole workflow state (save, create, and a worker's
 record-and-advance), so the rules live once: recorded results are kept and first-wins, ready
 tasks keep their index entry while they stay ready, a wait's step gets an entry due when it is
-(see :meth:`Snapshot.wait_due`), a paused instance's new entries are due never (resuming moves
-them), the incarnation, fences, a pending cancellation request, a
-pause request (until the state is final) and the buffered signals carry over, and large values
-go to blobs of the incarnation.
+(:func:`.documents.wait_due`), a paused instance's new entries are due never (resuming moves
+them), the incarnation, fences, a pending cancellation request, the pause request (until the
+state is final) and the buffered signals carry over, and large values go to blobs of the
+incarnation.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 
 from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.blobs import Blobs, blob_keys
-from objstore_wfp.backends.objectstore.documents import Snapshot, Stash, nonce, same
+from objstore_wfp.backends.objectstore.documents import Snapshot, Stash, nonce, same, wait_due
 from objstore_wfp.backends.objectstore.ready import ReadyIndex, epoch_us
 from objstore_wfp.errors import ConflictError
-from objstore_wfp.model import AtDelay, AtSignal, Completed, WorkflowSnapshot
+from objstore_wfp.model import Completed, WorkflowSnapshot
 from objstore_wfp.model.codec import dumps, envelope, iso, state_to_json
 
 
@@ -114,7 +114,7 @@ class Composer:
             if unchanged and old is not None and step in old.ready:
                 ready[step] = old.ready[step]
             else:
-                due = old.wait_due(wait, now) if old is not None else _due_without_signals(wait)
+                due = old.wait_due(wait, now) if old is not None else wait_due(wait, False, now)
                 if due is not None and paused:
                     ready[step] = ReadyIndex.leased_slot(snapshot.priority, None)
                 elif due is not None:
@@ -175,7 +175,3 @@ class Composer:
         for value in self.stashed.values():
             if isinstance(value, dict) and value["blob"] not in used:
                 await self.blobs.drop(value)
-
-
-def _due_without_signals(wait: AtDelay | AtSignal) -> datetime | None:
-    return wait.wake_at if isinstance(wait, AtDelay) else wait.timeout_at
