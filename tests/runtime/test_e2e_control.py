@@ -44,17 +44,19 @@ MAX_POLL = 0.3
 SLACK = 1.0
 
 
-def start(workers: Workers, name: str, *extra: str) -> Any:
-    return workers.start(name, "--flow", SPEC, "--max-poll", str(MAX_POLL), "--lease", "5", *extra)
+async def start(workers: Workers, *names: str) -> list[Any]:
+    """Start a worker process per name and wait until each polls: its SIGTERM handler is in
+    place from then on, so stopping it is a graceful exit."""
+    processes = [
+        workers.start(name, "--flow", SPEC, "--max-poll", str(MAX_POLL), "--lease", "5") for name in names
+    ]
+    for name in names:
 
+        async def ready(name: str = name) -> bool:
+            return any(e["kind"] == "ready" for e in workers.events(name))
 
-async def started(workers: Workers, name: str) -> None:
-    """Wait until the worker polls (its SIGTERM handler is in place from then on)."""
-
-    async def ready() -> bool:
-        return any(e["kind"] == "ready" for e in workers.events(name))
-
-    await eventually(ready, 60, f"worker {name} to start")
+        await eventually(ready, 60, f"worker {name} to start")
+    return processes
 
 
 def when(event: dict[str, Any]) -> datetime:
@@ -77,7 +79,7 @@ async def position(backend: ObjectStoreBackend, instance_id: str) -> Any:
 async def test_a_delay_wakes_on_time_within_one_poll_interval(
     backend: ObjectStoreBackend, workers: Workers
 ) -> None:
-    process = start(workers, "w")
+    [process] = await start(workers, "w")
     client = Client(backend, FLOWS)
     instance_id = await client.submit(DELAY, 1, instance_id="nap")
 
@@ -102,7 +104,7 @@ async def test_a_signal_sent_before_during_and_after_the_wait_is_delivered_once(
     backend: ObjectStoreBackend, workers: Workers
 ) -> None:
     names = ["w1", "w2"]
-    processes = [start(workers, name) for name in names]
+    processes = await start(workers, *names)
     client = Client(backend, FLOWS)
     # Before: sent while the first step still runs, kept until the wait.
     early = await client.submit(SIGNAL, "a", instance_id="early")
@@ -136,7 +138,7 @@ async def test_a_signal_sent_before_during_and_after_the_wait_is_delivered_once(
 async def test_a_signal_wait_times_out_to_its_timeout_path(
     backend: ObjectStoreBackend, workers: Workers
 ) -> None:
-    process = start(workers, "w")
+    [process] = await start(workers, "w")
     client = Client(backend, FLOWS)
     instance_id = await client.submit(QUICK, "c", instance_id="silent")
     assert await client.result(instance_id, timeout=30) == {"got": "timed out"}
@@ -149,12 +151,10 @@ async def test_a_pause_holds_across_a_worker_restart(backend: ObjectStoreBackend
     client = Client(backend, FLOWS)
     instance_id = await client.submit(PAUSE, 1, instance_id="paused")
     await client.pause(instance_id, "hold on", "e2e")
-    first = start(workers, "first")
-    await started(workers, "first")
+    [first] = await start(workers, "first")
     await asyncio.sleep(1.5)
     assert workers.stop(first) == 0
-    second = start(workers, "second")
-    await started(workers, "second")
+    [second] = await start(workers, "second")
     await asyncio.sleep(1.5)
     status = await client.status(instance_id)
     assert status.state == "in_progress" and status.position == "task slow"
@@ -169,7 +169,7 @@ async def test_a_task_running_when_paused_is_recorded_and_the_next_one_waits(
     backend: ObjectStoreBackend, workers: Workers
 ) -> None:
     client = Client(backend, FLOWS)
-    first = start(workers, "first")
+    [first] = await start(workers, "first")
     instance_id = await client.submit(PAUSE, 1, instance_id="paused-running")
 
     async def running() -> bool:
@@ -191,7 +191,7 @@ async def _recorded_task(backend: ObjectStoreBackend, instance_id: str, task_id:
 
 
 async def test_routing_loops_and_child_flows_work(backend: ObjectStoreBackend, workers: Workers) -> None:
-    processes = [start(workers, name) for name in ("w1", "w2")]
+    processes = await start(workers, "w1", "w2")
     client = Client(backend, FLOWS)
     routed = {
         await client.submit(ROUTE, {"kind": k, "n": n}, instance_id=f"route-{k}"): expected
