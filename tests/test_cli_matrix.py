@@ -38,6 +38,9 @@ STORE_COMMANDS: dict[str, list[str]] = {
     "claims": [],
     "find": [],
     "cancel": ["waiting"],
+    "pause": ["waiting"],
+    "unpause": ["waiting"],
+    "signal": ["waiting", "go", "--payload", '{"ok": true}'],
     "gc": ["--older-than", "0", "--dry-run"],
     "repair": [],
     "worker": ["--flow", FLOW_SPEC, "--until-idle", "--quiet", "--poll", "0.01"],
@@ -90,7 +93,7 @@ def _cases() -> list[Case]:
         add("bad-option", [*tail, "--store", "{store}", "-o", "novalue"], 2, "KEY=VALUE")
         add("unknown-flag", [*tail, "--store", "{store}", "--frob"], 2, f"objstore-wfp {command} --help")
         add("corrupt", [*tail, "--store", "{corrupt}"], 0, warns=True)
-    for command in ("show", "cancel"):
+    for command in ("show", "cancel", "pause", "unpause"):
         for label, bad in (("control-char", "a\x01b"), ("empty", ""), ("too-long", "x" * 600)):
             cases.append(
                 Case([command, bad, "--store", "{store}"], 2, "instance_id", id=f"{command}-id-{label}")
@@ -100,7 +103,32 @@ def _cases() -> list[Case]:
             Case([command, "fresh", "--store", "{corrupt}"], 1, "in store ", id=f"{command}-corrupt-instance")
         )
         cases.append(Case([command], 2, "required: instance_id", id=f"{command}-no-id"))
+    for label, bad in (("control-char", "a\x01b"), ("empty", "")):
+        cases.append(
+            Case(["signal", bad, "go", "--store", "{store}"], 2, "instance_id", id=f"signal-id-{label}")
+        )
+        cases.append(
+            Case(["signal", "waiting", bad, "--store", "{store}"], 2, "name", id=f"signal-name-{label}")
+        )
     cases += [
+        Case(["signal", "nope", "go", "--store", "{store}"], 3, "'nope'", id="signal-unknown-id"),
+        Case(["signal", "done", "go", "--store", "{store}"], 4, "done", id="signal-completed"),
+        Case(["signal", "fresh", "go", "--store", "{corrupt}"], 1, "in store ", id="signal-corrupt-instance"),
+        Case(["signal", "waiting", "--store", "{store}"], 2, "required: name", id="signal-no-name"),
+        Case(
+            ["signal", "waiting", "go", "--payload", "{oops", "--store", "{store}"],
+            2,
+            "--payload must be JSON",
+            id="signal-bad-payload",
+        ),
+        Case(["pause", "done", "--store", "{store}"], 4, "done", id="pause-completed"),
+        Case(
+            ["pause", "waiting", "--store", "{store}"], 0, "waiting: paused (paused from the", id="pause-says"
+        ),
+        Case(["unpause", "waiting", "--store", "{store}"], 0, "waiting: was not paused", id="unpause-says"),
+        Case(
+            ["signal", "waiting", "go", "--store", "{store}"], 0, "waiting: sent signal go", id="signal-says"
+        ),
         Case(["ls", "--store", "{corrupt}"], 0, "unreadable: fresh: snapshots/", id="ls-corrupt-says-which"),
         Case(
             ["claims", "--instance", "a\x01b", "--store", "{store}"],
@@ -143,6 +171,12 @@ def _cases() -> list[Case]:
             2,
             "--concurrency",
             id="worker-concurrency-0",
+        ),
+        Case(
+            ["worker", *STORE_COMMANDS["worker"], "--max-poll", "0.001", "--store", "{store}"],
+            2,
+            "--max-poll must be at least --poll",
+            id="worker-max-poll-below-poll",
         ),
         # probe takes its store as an argument and creates no folder either.
         Case(["probe"], 2, "required: URL", id="probe-no-url"),

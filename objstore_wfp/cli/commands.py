@@ -1,4 +1,5 @@
-"""The inspection and maintenance commands: ls, show, claims, find, cancel, gc, repair, probe."""
+"""The inspection and maintenance commands: ls, show, claims, find, cancel, pause, unpause,
+signal, gc, repair, probe."""
 
 from __future__ import annotations
 
@@ -8,17 +9,32 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from objstore_wfp.backends.objectstore import ObjectStoreBackend
 from objstore_wfp.cli.output import decoded, format_time, preview, print_json, print_table
 from objstore_wfp.cli.store import StoreChoice, open_cli_backend, open_cli_store, parse_options
 from objstore_wfp.clock import SystemClock
 from objstore_wfp.errors import ConflictError, InvalidArgumentError, NotFoundError, SerializationError
-from objstore_wfp.model import Cancelled, Completed, Failed, InProgress, TaskClaim, WorkflowSnapshot
+from objstore_wfp.model import (
+    AtDelay,
+    AtSignal,
+    Cancelled,
+    Completed,
+    Failed,
+    InProgress,
+    PauseRequest,
+    Signal,
+    TaskClaim,
+    WorkflowSnapshot,
+)
 from objstore_wfp.runtime import Flow
 from objstore_wfp.runtime.client import Client
 from objstore_wfp.runtime.progress import describe_position
 
 CLI_WORKER_ID = "objstore-wfp-cli"
+#: Who the CLI says asked for a cancellation or a pause.
+CLI_REQUESTER = "objstore-wfp cli"
 
 
 def state_name(snapshot: WorkflowSnapshot) -> str:
@@ -53,6 +69,54 @@ def claim_doc(claim: TaskClaim, now: datetime) -> dict[str, Any]:
         "claimed_at": claim.claimed_at,
         "expires_at": claim.expires_at,
         "live": not claim.is_expired(now),
+    }
+
+
+def waiting_doc(snapshot: WorkflowSnapshot) -> dict[str, Any] | None:
+    """What an in-progress instance waits for besides a task: a delay or a signal."""
+    wait = snapshot.waiting_on()
+    if isinstance(wait, AtDelay):
+        return {"kind": "delay", "step": wait.step_id, "until": wait.wake_at}
+    if isinstance(wait, AtSignal):
+        return {
+            "kind": "signal",
+            "step": wait.step_id,
+            "signal": wait.signal_name,
+            "timeout_at": wait.timeout_at,
+        }
+    return None
+
+
+def _waiting_line(wait: dict[str, Any], now: datetime) -> str:
+    if wait["kind"] == "delay":
+        return f"delay {wait['step']} until {format_time(wait['until'])} ({_relative(wait['until'], now)})"
+    timeout = wait["timeout_at"]
+    limit = "no timeout" if timeout is None else f"timeout {format_time(timeout)} ({_relative(timeout, now)})"
+    return f"signal {wait['signal']} at step {wait['step']}, {limit}"
+
+
+def _relative(moment: datetime, now: datetime) -> str:
+    left = (moment - now).total_seconds()
+    return f"in {left:.1f}s" if left > 0 else f"due {-left:.1f}s ago"
+
+
+def pause_doc(request: PauseRequest | None) -> dict[str, Any] | None:
+    if request is None:
+        return None
+    return {
+        "reason": request.reason,
+        "requested_by": request.requested_by,
+        "requested_at": request.requested_at,
+    }
+
+
+def signal_doc(signal: Signal) -> dict[str, Any]:
+    return {
+        "instance_id": signal.instance_id,
+        "name": signal.name,
+        "seq": signal.seq,
+        "sent_at": signal.sent_at,
+        "payload": decoded(signal.payload),
     }
 
 
@@ -125,6 +189,8 @@ async def cmd_show(args: argparse.Namespace) -> int:
     async with backend:
         snapshot = await backend.load_snapshot(args.instance_id)
         request = await backend.get_cancellation_request(args.instance_id)
+        paused = await backend.get_pause_request(args.instance_id)
+        signals = await backend.list_signals(args.instance_id)
         claims = await backend.list_claims(args.instance_id)
         state = snapshot.state
         results: dict[str, bytes] | None
@@ -156,6 +222,9 @@ async def cmd_show(args: argparse.Namespace) -> int:
             "requested_at": request.requested_at,
         }
     )
+    doc["waiting"] = waiting_doc(snapshot)
+    doc["paused"] = pause_doc(paused)
+    doc["pending_signals"] = [signal_doc(s) for s in signals]
     doc["claims"] = [claim_doc(c, now) for c in claims]
     if args.json:
         print_json(doc)
@@ -164,6 +233,10 @@ async def cmd_show(args: argparse.Namespace) -> int:
     print(f"flow       {snapshot.definition_hash}")
     print(f"state      {doc['state']}")
     print(f"position   {doc['position']}")
+    if doc["waiting"] is not None:
+        print(f"waiting    {_waiting_line(doc['waiting'], now)}")
+    if paused is not None:
+        print(f"paused     {paused.reason} (by {paused.requested_by}, at {format_time(paused.requested_at)})")
     print(f"priority   {snapshot.priority}")
     print(f"created    {format_time(snapshot.created_at)}")
     print(f"updated    {format_time(snapshot.updated_at)}")
@@ -183,6 +256,12 @@ async def cmd_show(args: argparse.Namespace) -> int:
         print(f"(flow {snapshot.definition_hash} unknown: give --flow MODULE:ATTR to list its task results)")
     else:
         print_table(["TASK", "OUTPUT"], [[t, preview(o)] for t, o in results.items()])
+    if signals:
+        print("\npending signals")
+        print_table(
+            ["NAME", "SEQ", "SENT", "PAYLOAD"],
+            [[s.name, s.seq, s.sent_at, preview(s.payload)] for s in signals],
+        )
     print("\nclaims")
     print_table(
         ["TASK", "WORKER", "TOKEN", "EXPIRES"],
@@ -241,11 +320,50 @@ async def cmd_find(args: argparse.Namespace) -> int:
 async def cmd_cancel(args: argparse.Namespace) -> int:
     backend = _backend(args, writes=True)
     async with backend:
-        changed = await Client(backend).cancel(args.instance_id, args.reason, "objstore-wfp cli")
+        changed = await Client(backend).cancel(args.instance_id, args.reason, CLI_REQUESTER)
     if args.json:
         print_json({"instance_id": args.instance_id, "cancelled": True, "changed": changed})
     else:
         print(f"{args.instance_id}: {'cancelled' if changed else 'was already cancelled'}")
+    return 0
+
+
+async def cmd_pause(args: argparse.Namespace) -> int:
+    backend = _backend(args, writes=True)
+    async with backend:
+        await Client(backend).pause(args.instance_id, args.reason, CLI_REQUESTER)
+        request = await backend.get_pause_request(args.instance_id)
+    if args.json:
+        print_json({"instance_id": args.instance_id, "paused": pause_doc(request)})
+    elif request is not None:
+        print(f"{args.instance_id}: paused ({request.reason}, by {request.requested_by})")
+    return 0
+
+
+async def cmd_unpause(args: argparse.Namespace) -> int:
+    backend = _backend(args, writes=True)
+    async with backend:
+        was = await backend.get_pause_request(args.instance_id)
+        await Client(backend).unpause(args.instance_id)
+    if args.json:
+        print_json({"instance_id": args.instance_id, "resumed": was is not None})
+    else:
+        print(f"{args.instance_id}: {'resumed' if was is not None else 'was not paused'}")
+    return 0
+
+
+async def cmd_signal(args: argparse.Namespace) -> int:
+    try:
+        value = orjson.loads(args.payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgumentError(f"--payload must be JSON: {exc}") from None
+    backend = _backend(args, writes=True)
+    async with backend:
+        signal = await Client(backend).send_signal(args.instance_id, args.name, value)
+    if args.json:
+        print_json(signal_doc(signal))
+    else:
+        print(f"{args.instance_id}: sent signal {signal.name} (seq {signal.seq})")
     return 0
 
 

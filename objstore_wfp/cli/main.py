@@ -19,6 +19,7 @@ from objstore_wfp.cli.store import DEFAULT_STORE, STORE_ENV, choose_store
 from objstore_wfp.errors import (
     BackendError,
     CannotCancelError,
+    CannotPauseError,
     ClaimLostError,
     ConflictError,
     InvalidArgumentError,
@@ -51,8 +52,8 @@ exit codes:
        extra, unknown URL scheme) or holds an unreadable object; the demo did not complete
   2    bad usage: unknown command or option, bad value (URL, id, duration, --flow, -o)
   3    not found: no store at that path, no such instance or claim
-  4    conflict: the instance's state or the store's contents forbid it (cancel a completed
-       instance; a demo over existing instances without --replace)
+  4    conflict: the instance's state or the store's contents forbid it (cancel, pause or
+       signal a completed instance; a demo over existing instances without --replace)
   70   internal error (a bug: please report it; OBJSTORE_WFP_DEBUG=1 shows the traceback)
   130  interrupted
 With --json, an error is one JSON object on stderr: {"error": ..., "type": ..., "exit_code": ...}."""
@@ -64,6 +65,7 @@ _EXIT_BY_ERROR: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (NotFoundError, ExitCode.NOT_FOUND),
     (ConflictError, ExitCode.CONFLICT),
     (CannotCancelError, ExitCode.CONFLICT),
+    (CannotPauseError, ExitCode.CONFLICT),
     (ClaimLostError, ExitCode.CONFLICT),
     (BackendError, ExitCode.FAILED),
     (OSError, ExitCode.FAILED),
@@ -181,6 +183,39 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("instance_id")
     cancel.add_argument("--reason", default="cancelled from the command line")
 
+    pause = _subcommand(
+        sub,
+        "pause",
+        "pause an instance: none of its tasks is offered until unpause",
+        common,
+        "A task already running finishes and its result is recorded. Pausing a paused instance\n"
+        "keeps the first request; a completed, failed or cancelled instance cannot be paused (exit 4).",
+    )
+    pause.add_argument("instance_id")
+    pause.add_argument("--reason", default="paused from the command line")
+
+    unpause = _subcommand(
+        sub,
+        "unpause",
+        "resume a paused instance where it stood (nothing happens if it is not paused)",
+        common,
+    )
+    unpause.add_argument("instance_id")
+
+    signal = _subcommand(
+        sub,
+        "signal",
+        "send a signal to an instance",
+        common,
+        "The first step waiting for NAME gets it (once); sent before the instance waits, it is kept\n"
+        "for it. A completed, failed or cancelled instance takes no signal (exit 4).",
+    )
+    signal.add_argument("instance_id")
+    signal.add_argument("name", help="the signal's name")
+    signal.add_argument(
+        "--payload", default="null", metavar="JSON", help="the value it carries (default null)"
+    )
+
     gc = _subcommand(sub, "gc", "delete finished instances last updated longer ago than --older-than", common)
     gc.add_argument("--older-than", default="7d", metavar="AGE", help="e.g. 45s, 30m, 12h, 7d (default 7d)")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
@@ -215,6 +250,13 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=4, help="tasks at once (default 4)")
     worker.add_argument("--lease", type=float, default=30.0, help="claim TTL in seconds (default 30)")
     worker.add_argument("--poll", type=float, default=1.0, help="seconds between polls when idle (default 1)")
+    worker.add_argument(
+        "--max-poll",
+        type=float,
+        metavar="SECONDS",
+        help="idle polls back off up to this; also bounds how late a delay or signal is taken up "
+        "(default 16 x --poll)",
+    )
     mode = worker.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="poll once, run what was claimed, exit")
     mode.add_argument("--until-idle", action="store_true", help="exit when no work is left")

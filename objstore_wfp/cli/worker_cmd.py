@@ -50,6 +50,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     flows = load_flows(args.flow)
     if args.concurrency < 1 or args.lease <= 0 or args.poll <= 0:
         raise InvalidArgumentError("--concurrency must be >= 1, --lease and --poll > 0")
+    if args.max_poll is not None and args.max_poll < args.poll:
+        raise InvalidArgumentError("--max-poll must be at least --poll")
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(args.events, "a", encoding="utf-8")) if args.events else None
         return asyncio.run(_work(args, flows, out))
@@ -71,6 +73,7 @@ async def _work(args: argparse.Namespace, flows: list[Flow], out: TextIO | None)
             concurrency=args.concurrency,
             lease=lease,
             poll_interval=args.poll,
+            max_poll_interval=args.max_poll,
             on_event=log,
         )
         if log:

@@ -27,24 +27,40 @@ from objstore_wfp.runtime.errors import (
     WorkflowFailedError,
 )
 from objstore_wfp.runtime.events import WorkerEvent, WorkerStats
-from objstore_wfp.runtime.flow import Flow, Fork, PendingFork, Registry, Step
+from objstore_wfp.runtime.flow import (
+    Child,
+    Delay,
+    Flow,
+    Fork,
+    Loop,
+    PendingFork,
+    Registry,
+    Route,
+    Step,
+    WaitForSignal,
+)
 from objstore_wfp.runtime.retry import RetryPolicy
 from objstore_wfp.runtime.worker import Worker
 
 __all__ = [
+    "Child",
     "Client",
     "Codec",
+    "Delay",
     "Flow",
     "FlowDefinitionError",
     "Fork",
     "IfExists",
     "InstanceExistsError",
     "JsonCodec",
+    "Loop",
     "PendingFork",
     "Registry",
     "RetryPolicy",
+    "Route",
     "Step",
     "SyncClient",
+    "WaitForSignal",
     "Worker",
     "WorkerEvent",
     "WorkerStats",

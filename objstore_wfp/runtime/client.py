@@ -1,5 +1,5 @@
-"""``Client``: submit workflows, read their status, wait for results, cancel them; ``SyncClient``:
-the same for code that is not async."""
+"""``Client``: submit workflows, read their status, wait for results, cancel, pause and resume
+them, send them signals; ``SyncClient``: the same for code that is not async."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from typing import Any, Literal
 from objstore_wfp.contract import PersistentBackend
 from objstore_wfp.errors import ClaimLostError, ConflictError, NotFoundError
 from objstore_wfp.ids import validate_id
-from objstore_wfp.model import AtTask, Cancelled, Completed, Failed, WorkflowSnapshot
+from objstore_wfp.model import Cancelled, Completed, Failed, PauseRequest, Signal, WorkflowSnapshot
 from objstore_wfp.runtime.codec import Codec, JsonCodec
 from objstore_wfp.runtime.errors import InstanceExistsError, WorkflowCancelledError, WorkflowFailedError
 from objstore_wfp.runtime.flow import RESERVED_PREFIX, Flow, Registry
-from objstore_wfp.runtime.progress import describe_position, start_position
+from objstore_wfp.runtime.progress import advance, describe_position, step_id
 from objstore_wfp.sync import BackgroundLoop, SyncBackend
 
 IfExists = Literal["error", "return_existing", "replace"]
@@ -38,7 +38,9 @@ SUBMIT_ATTEMPTS = 16
 @dataclass(frozen=True)
 class WorkflowStatus:
     """What a client can tell about one instance. ``output`` is the decoded final output once
-    completed; ``error`` the failure or cancellation reason."""
+    completed; ``error`` the failure or cancellation reason; ``position`` says what it waits
+    for (a task, a delay until when, a signal and its timeout); ``paused`` the pause request
+    of a paused instance."""
 
     instance_id: str
     definition_hash: str
@@ -51,6 +53,7 @@ class WorkflowStatus:
     priority: int
     created_at: datetime
     updated_at: datetime
+    paused: PauseRequest | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -101,7 +104,7 @@ class Client:
         snapshot = WorkflowSnapshot(
             instance_id, flow.definition_hash, initial_input=self.codec.encode(input), priority=priority
         )
-        snapshot.update_position(start_position(flow))
+        advance(flow, snapshot, self.codec)
         if self.backend.supports_create:
             return await self._create(snapshot, if_exists)
         lock_id = submit_lock_instance(instance_id)
@@ -154,10 +157,12 @@ class Client:
 
     async def status(self, instance_id: str) -> WorkflowStatus:
         """The instance's state; raises ``NotFoundError`` for an unknown id."""
-        return self.describe(await self.backend.load_snapshot(instance_id))
+        snapshot = await self.backend.load_snapshot(instance_id)
+        paused = None if snapshot.is_terminal else await self.backend.get_pause_request(instance_id)
+        return self.describe(snapshot, paused)
 
-    def describe(self, snapshot: WorkflowSnapshot) -> WorkflowStatus:
-        """A :class:`WorkflowStatus` for a loaded snapshot."""
+    def describe(self, snapshot: WorkflowSnapshot, paused: PauseRequest | None = None) -> WorkflowStatus:
+        """A :class:`WorkflowStatus` for a loaded snapshot (and its pause request, if paused)."""
         flow = self.registry.get(snapshot.definition_hash)
         state = snapshot.state
         output: Any = None
@@ -183,6 +188,7 @@ class Client:
             priority=snapshot.priority,
             created_at=snapshot.created_at,
             updated_at=snapshot.updated_at,
+            paused=paused,
         )
 
     async def result(
@@ -214,9 +220,28 @@ class Client:
         already cancelled; raises ``CannotCancelError`` if it completed or failed."""
         await self.backend.request_cancellation(instance_id, reason, requested_by or self.client_id)
         snapshot = await self.backend.load_snapshot(instance_id)
-        position = snapshot.position
-        at = position.task_id if isinstance(position, AtTask) else None
+        at = step_id(snapshot.position)
         return await self.backend.check_and_cancel(instance_id, interrupted_at_task=at)
+
+    async def pause(self, instance_id: str, reason: str = "paused by client", requested_by: str = "") -> None:
+        """Pause the instance: from now on none of its tasks is offered to workers (a task
+        already running finishes and is recorded; the position moves on but waits there).
+        Idempotent. Delays and signal timeouts keep counting while paused: one that came due is
+        taken up after :meth:`unpause`. Raises ``NotFoundError``, and ``CannotPauseError``
+        for a completed, failed or cancelled instance."""
+        await self.backend.pause_instance(instance_id, reason, requested_by or self.client_id)
+
+    async def unpause(self, instance_id: str) -> None:
+        """Resume a paused instance where it stood; nothing happens if it is not paused."""
+        await self.backend.resume_instance(instance_id)
+
+    async def send_signal(self, instance_id: str, name: str, value: Any = None) -> Signal:
+        """Send the signal ``name`` with ``value`` (encoded by the codec) to the instance; the
+        first ``wait_for_signal(name)`` step that reaches it, or already waits, gets it (exactly
+        once, oldest first); until then it is kept. Returns the stored :class:`Signal`. Raises
+        ``NotFoundError``, ``ConflictError`` if the instance is final, ``InvalidIdentifierError``
+        for a bad name, ``SerializationError`` for a value the codec cannot encode."""
+        return await self.backend.send_signal(instance_id, name, self.codec.encode(value))
 
 
 class SyncClient:
@@ -272,6 +297,18 @@ class SyncClient:
     def cancel(self, instance_id: str, reason: str = "cancelled by client", requested_by: str = "") -> bool:
         """See :meth:`Client.cancel`."""
         return self.loop.run(self.client.cancel(instance_id, reason, requested_by))
+
+    def pause(self, instance_id: str, reason: str = "paused by client", requested_by: str = "") -> None:
+        """See :meth:`Client.pause`."""
+        self.loop.run(self.client.pause(instance_id, reason, requested_by))
+
+    def unpause(self, instance_id: str) -> None:
+        """See :meth:`Client.unpause`."""
+        self.loop.run(self.client.unpause(instance_id))
+
+    def send_signal(self, instance_id: str, name: str, value: Any = None) -> Signal:
+        """See :meth:`Client.send_signal`."""
+        return self.loop.run(self.client.send_signal(instance_id, name, value))
 
     def close(self) -> None:
         """Stop the client's own loop, if it made one (a shared one belongs to its backend)."""

@@ -31,13 +31,24 @@ from objstore_wfp.clock import Clock, SystemClock, window
 from objstore_wfp.contract import PersistentBackend
 from objstore_wfp.errors import BackendError, ClaimLostError, ConflictError, NotFoundError
 from objstore_wfp.ids import validate_id
-from objstore_wfp.model import AvailableTask, TaskClaim, WorkflowSnapshot
+from objstore_wfp.model import AvailableTask, Completed, Failed, TaskClaim, WorkflowSnapshot
 from objstore_wfp.runtime.cas import update_snapshot
+from objstore_wfp.runtime.client import Client
 from objstore_wfp.runtime.codec import Codec, JsonCodec
 from objstore_wfp.runtime.errors import FlowDefinitionError
 from objstore_wfp.runtime.events import EventHandler, EventKind, WorkerEvent, WorkerStats
-from objstore_wfp.runtime.flow import RESERVED_PREFIX, Flow, Registry, Step
-from objstore_wfp.runtime.progress import advance
+from objstore_wfp.runtime.flow import (
+    RESERVED_PREFIX,
+    Child,
+    Delay,
+    Flow,
+    Place,
+    Registry,
+    Step,
+    WaitForSignal,
+    child_instance_id,
+)
+from objstore_wfp.runtime.progress import advance, step_id
 from objstore_wfp.runtime.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -117,8 +128,9 @@ class Worker:
     - ``poll_interval``: seconds between polls while there is no work. Each poll that finds
       nothing doubles the wait, up to ``max_poll_interval`` seconds (default 16 times
       ``poll_interval``); it is back at ``poll_interval`` as soon as a poll finds work or a task
-      finishes. Work that appears in an idle store waits up to ``max_poll_interval`` to be
-      picked up. Set both equal to poll at a fixed rate.
+      finishes. Work that appears in an idle store (a delay or a signal wait that comes due
+      too) waits up to ``max_poll_interval`` to be picked up. Set both equal to poll at a fixed
+      rate.
     - ``retry``: attempts and backoff for a failing task; then the workflow is marked ``Failed``.
     - ``sweep_interval``: how often ``run_forever`` repairs workflows whose result was recorded by
       a worker that died before advancing them (see :meth:`sweep`).
@@ -292,9 +304,14 @@ class Worker:
             try:
                 snapshot = await self.backend.load_snapshot(instance_id)
                 flow = self.registry.get(snapshot.definition_hash)
-                if flow is None or snapshot.is_terminal or not self._advance(flow, snapshot):
+                if flow is None or snapshot.is_terminal:
+                    continue
+                if not self._advance(flow, snapshot):
+                    await self._recheck_child(flow, snapshot)
                     continue
                 await self.backend.save_snapshot(snapshot)
+                if snapshot.is_terminal:
+                    await self._finished(snapshot)
             except ConflictError:
                 continue  # someone else moved it meanwhile
             except BackendError as exc:
@@ -394,7 +411,7 @@ class Worker:
             def accept(instance_id: str, task_id: str, definition_hash: str) -> bool:
                 nonlocal skipped
                 flow = self.registry.get(definition_hash)
-                if flow is None or flow.task(task_id) is None:
+                if flow is None or flow.place(task_id) is None:
                     skipped += 1
                     return False
                 return (instance_id, task_id) not in self._busy and all(
@@ -415,21 +432,15 @@ class Worker:
                 return claimed
             limit = min(MAX_FIND_LIMIT, limit * 4)
 
-    def _step_for(self, task: AvailableTask) -> tuple[Flow, Step] | None:
-        flow = self.registry.get(task.workflow_definition_hash)
-        step = flow.task(task.task_id) if flow is not None else None
-        return (flow, step) if flow is not None and step is not None else None
-
     # -- one task ------------------------------------------------------------------------------
     async def _process(self, task: AvailableTask, claim: TaskClaim) -> int:
         """Run a claimed task, then keep going down its chain; return how many tasks ended
         recorded."""
-        found = self._step_for(task)
-        if found is None:
+        flow = self.registry.get(task.workflow_definition_hash)
+        if flow is None or flow.place(task.task_id) is None:
             self._asked.pop((claim.instance_id, claim.task_id, claim.token), None)
             await self._release(task.instance_id, task.task_id)
             return 0
-        flow, _ = found
         return await self._chain(flow, task.instance_id, task.task_id, task.input, claim)
 
     async def _chain(
@@ -479,8 +490,8 @@ class Worker:
         that this worker may run next, the saved snapshot and those tasks' ids."""
         iid, tid = claim.instance_id, claim.task_id
         asked = self._asked.pop((iid, tid, claim.token), None)
-        step = flow.task(tid)
-        if step is None or asked is None:
+        place = flow.place(tid)
+        if place is None or asked is None:
             await self._release(iid, tid)
             return 0, None
         lease = _Lease(claim, asked + window(self.lease.total_seconds()))
@@ -497,7 +508,14 @@ class Worker:
             if claim.token > 1:
                 self.stats.takeovers += 1
             self._emit("claimed", iid, tid, token=claim.token)
-            outcome = await self._run_leased(lease, step, data)
+            if isinstance(place.unit, Step):
+                outcome: bytes | _Failure | None = await self._run_leased(lease, place.unit, data)
+                kind = ""
+            else:
+                outcome, kind = await self._perform(lease, place, data)
+            if outcome is None:
+                self._emit("released", iid, tid, token=claim.token, detail="not due")
+                return 0, None
             if lease.lost is not None:
                 holding = False
                 self.stats.lost += 1
@@ -508,7 +526,7 @@ class Worker:
                 return 0, None
             if isinstance(outcome, _Failure):
                 try:
-                    await self._fail(lease.claim, outcome.error)
+                    await self._finished(await self._fail(lease.claim, outcome.error))
                 except ClaimLostError as exc:
                     holding = False
                     self.stats.lost += 1
@@ -539,7 +557,9 @@ class Worker:
                 self._emit("duplicate", iid, tid, token=claim.token)
             else:
                 self.stats.recorded += 1
-                self._emit("recorded", iid, tid, token=claim.token)
+                self._emit("recorded", iid, tid, token=claim.token, detail=kind)
+            if snapshot.is_terminal:
+                await self._finished(snapshot)
             return 1, ((snapshot, following) if following else None)
         except asyncio.CancelledError:
             self._emit("released", iid, tid, token=claim.token, detail="worker shutting down")
@@ -633,7 +653,85 @@ class Worker:
         result = await asyncio.get_running_loop().run_in_executor(self._executor, step.fn, value)
         return await result if inspect.isawaitable(result) else result
 
-    async def _fail(self, claim: TaskClaim, error: str) -> None:
+    async def _perform(
+        self, lease: _Lease, place: Place, data: bytes | None
+    ) -> tuple[bytes | _Failure | None, str]:
+        """The output of a task that is not a plain step, and what it was (for its event): a
+        delay passes its input on, a child flow's start submits the child, a signal wait takes
+        the signal (or its timeout path). ``None``: nothing to record now (a wait offered
+        without a signal or a timeout)."""
+        unit = place.unit
+        if isinstance(unit, Delay):
+            return (data if data is not None else self.codec.encode(None)), "delay"
+        if isinstance(unit, Child) and not place.child_done:
+            child_id = child_instance_id(lease.claim.instance_id, place.unit_id)
+            value = self.codec.decode(data) if data is not None else None
+            # An earlier holder of this task may have submitted it already: keep that one.
+            await Client(self.backend, codec=self.codec).submit(
+                unit.flow, value, instance_id=child_id, if_exists="return_existing"
+            )
+            return self.codec.encode(child_id), "child started"
+        # Records the signal's payload as this task's result, fenced by the claim, and returns
+        # it; a retry after a crash gets the recorded one back.
+        payload = await self.backend.deliver_signal(lease.claim)
+        if payload is not None:
+            return payload, "signal"
+        if not isinstance(unit, WaitForSignal) or unit.timeout is None:
+            return None, ""
+        if unit.on_timeout is None:
+            return _Failure(f"no signal {unit.signal!r} came within {unit.timeout} (and no on_timeout)"), ""
+        return await self._run_leased(lease, Step(place.unit_id, unit.on_timeout), data), "timeout"
+
+    async def _finished(self, snapshot: WorkflowSnapshot) -> None:
+        """Tell the parent of a finished child flow: the child's output as the signal its parent
+        waits for, or the parent fails with the child. A parent that is gone or final is left
+        alone."""
+        parent = self.registry.parent_of(snapshot.instance_id, snapshot.definition_hash)
+        if parent is None:
+            return
+        parent_id, wait = parent
+        state = snapshot.state
+        try:
+            if isinstance(state, Completed):
+                await self.backend.send_signal(parent_id, wait, state.final_output)
+                return
+            ended = f"failed: {state.error}" if isinstance(state, Failed) else "was cancelled"
+            error = f"child flow {snapshot.instance_id!r} {ended}"
+
+            def fail(parent_snapshot: WorkflowSnapshot) -> bool:
+                if step_id(parent_snapshot.position) != wait or wait in parent_snapshot.completed_tasks:
+                    return False
+                parent_snapshot.mark_failed(error)
+                return True
+
+            await update_snapshot(self.backend, parent_id, fail)
+        except (NotFoundError, ConflictError) as exc:
+            log.info(
+                "worker %s: parent %r of %r not told: %s",
+                self.worker_id,
+                parent_id,
+                snapshot.instance_id,
+                exc,
+            )
+
+    async def _recheck_child(self, flow: Flow, snapshot: WorkflowSnapshot) -> None:
+        """For a sweep: a parent that waits for a child which finished without telling it (its
+        worker died in between, or it was cancelled directly) is told now. A child that is
+        telling it at this very moment may make the signal arrive twice; the parent takes one,
+        the other stays pending."""
+        wait = step_id(snapshot.position)
+        place = None if wait is None else flow.place(wait)
+        if wait is None or place is None or not place.child_done:
+            return
+        child = await self.backend.load_snapshot(child_instance_id(snapshot.instance_id, place.unit_id))
+        if (
+            child.is_terminal
+            and not await self.backend.list_signals(snapshot.instance_id, wait)
+            and await self.backend.load_task_result(snapshot.instance_id, wait) is None
+        ):
+            await self._finished(child)
+
+    async def _fail(self, claim: TaskClaim, error: str) -> WorkflowSnapshot:
         """Mark the workflow failed, fenced by ``claim``: a run whose task passed to another
         holder (or whose instance was replaced) fails nothing (``ClaimLostError``)."""
         task_id = claim.task_id
@@ -645,13 +743,14 @@ class Worker:
             snapshot.mark_failed(error)
             return True
 
-        await self.backend.record_and_advance(claim, None, mark)
+        snapshot, _ = await self.backend.record_and_advance(claim, None, mark)
         self.stats.failed += 1
         self._emit("failed", claim.instance_id, task_id, detail=error)
+        return snapshot
 
     def _advance(self, flow: Flow, snapshot: WorkflowSnapshot) -> bool:
         try:
-            return advance(flow, snapshot, self.codec)
+            return advance(flow, snapshot, self.codec, self.clock.now())
         except FlowDefinitionError as exc:
             log.error("worker %s: instance %r: %s", self.worker_id, snapshot.instance_id, exc)
             return False
