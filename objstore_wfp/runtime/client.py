@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from objstore_wfp.contract import PersistentBackend
-from objstore_wfp.errors import ClaimLostError, ConflictError, NotFoundError
+from objstore_wfp.errors import CannotCancelError, ClaimLostError, ConflictError, NotFoundError
 from objstore_wfp.ids import validate_id
 from objstore_wfp.model import Cancelled, Completed, Failed, PauseRequest, Signal, WorkflowSnapshot
 from objstore_wfp.runtime.codec import Codec, JsonCodec
 from objstore_wfp.runtime.errors import InstanceExistsError, WorkflowCancelledError, WorkflowFailedError
-from objstore_wfp.runtime.flow import RESERVED_PREFIX, Flow, Registry
+from objstore_wfp.runtime.flow import RESERVED_PREFIX, Child, Flow, Registry, child_instance_id
 from objstore_wfp.runtime.progress import advance, describe_position, step_id
 from objstore_wfp.sync import BackgroundLoop, SyncBackend
 
@@ -217,11 +217,24 @@ class Client:
         further task of it is offered. A task already running finishes, but its result is refused
         (a request placed directly through the backend is applied by the task's worker at its
         next heartbeat, which then stops the task). Returns ``False`` if it was
-        already cancelled; raises ``CannotCancelError`` if it completed or failed."""
-        await self.backend.request_cancellation(instance_id, reason, requested_by or self.client_id)
+        already cancelled; raises ``CannotCancelError`` if it completed or failed.
+
+        Child flows it started (:meth:`Flow.child`, when this client knows the flow) are
+        cancelled with it, and theirs in turn; one that already ended is left as it is. A child
+        whose start was still running when the parent was cancelled is not found: the parent
+        refuses that start's result, and the child runs to its end alone."""
+        by = requested_by or self.client_id
+        await self.backend.request_cancellation(instance_id, reason, by)
         snapshot = await self.backend.load_snapshot(instance_id)
         at = step_id(snapshot.position)
-        return await self.backend.check_and_cancel(instance_id, interrupted_at_task=at)
+        cancelled = await self.backend.check_and_cancel(instance_id, interrupted_at_task=at)
+        flow = self.registry.get(snapshot.definition_hash)
+        for task_id in snapshot.completed_tasks if flow is not None else ():
+            place = flow.place(task_id) if flow is not None else None
+            if place is not None and isinstance(place.unit, Child) and not place.child_done:
+                with contextlib.suppress(NotFoundError, CannotCancelError):
+                    await self.cancel(child_instance_id(instance_id, place.unit_id), reason, by)
+        return cancelled
 
     async def pause(self, instance_id: str, reason: str = "paused by client", requested_by: str = "") -> None:
         """Pause the instance: from now on none of its tasks is offered to workers (a task

@@ -17,6 +17,7 @@ from objstore_wfp import (
     AtDelay,
     AtSignal,
     AtTask,
+    Cancelled,
     CannotPauseError,
     ConflictError,
     InMemoryBackend,
@@ -287,6 +288,19 @@ async def test_a_wait_without_on_timeout_fails_and_a_failed_child_fails_its_pare
             await client.result(parent, timeout=10)
     finally:
         await running.stop()
+
+
+async def test_cancelling_a_parent_cancels_its_children(backend: PersistentBackend) -> None:
+    grandchild = Flow("leaf").wait_for_signal("never")
+    flow = Flow("parent").child(Flow("middle").child(grandchild)).step(inc)
+    client = Client(backend, [flow])
+    await client.submit(flow, 1, instance_id="p")
+    await Worker(backend, [flow], poll_interval=0.01).run_until_idle()
+    assert isinstance((await backend.load_snapshot("p~middle~leaf")).position, AtSignal)
+    assert await client.cancel("p", "stop", "ops") is True
+    for instance_id in ("p", "p~middle", "p~middle~leaf"):
+        state = (await backend.load_snapshot(instance_id)).state
+        assert isinstance(state, Cancelled) and state.reason == "stop", (instance_id, state)
 
 
 async def test_a_sweep_tells_a_parent_whose_child_ended_without_telling_it(
