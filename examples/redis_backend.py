@@ -364,7 +364,7 @@ return {"ok", seq}
 """
 
 # KEYS: snap, results, claims, readyat, sigq, sig, version, ready:1..ready:5
-# ARGV: instance, task, worker, token, now
+# ARGV: instance, task, worker, token, now (wall clock, for ready times), domain, mono
 _DELIVER_SIGNAL = (
     _CLAIM_LUA
     + _SIGNAL_LUA
@@ -372,7 +372,8 @@ _DELIVER_SIGNAL = (
 local snap = redis.call("HMGET", KEYS[1], "state", "priority", "wait_step", "wait_signal")
 if not snap[1] then return {"missing"} end
 local c = parse_claim(redis.call("HGET", KEYS[3], ARGV[2]))
-if not c or c.holder ~= ARGV[3] or c.token ~= ARGV[4] or not is_live(c, ARGV[5], incarnation(KEYS[1])) then
+if not c or c.holder ~= ARGV[3] or c.token ~= ARGV[4]
+    or not is_live(c, incarnation(KEYS[1]), server_now(), ARGV[6], ARGV[7]) then
   return {"lost"}
 end
 local have = redis.call("HGET", KEYS[2], ARGV[2])
@@ -660,7 +661,8 @@ class RedisBackend(PersistentBackend):
         found: list[AvailableTask] = []
         async with self._io():
             seconds, micros = await self._redis.time()
-        now = (seconds * 1_000_000 + micros, *self._stamp())
+        now = (seconds * 1_000_000 + micros, *self._stamp())  # for leases
+        due_by = _micros(self._clock.now())  # ready times (wake and timeout instants: wall clock)
         page = min(max(limit, 16), 512)
         for key in self._ready_keys():
             start = 0
@@ -668,7 +670,7 @@ class RedisBackend(PersistentBackend):
                 async with self._io():
                     members = cast(
                         list[bytes],
-                        await self._redis.zrangebyscore(key, "-inf", _micros(now), start=start, num=page),
+                        await self._redis.zrangebyscore(key, "-inf", due_by, start=start, num=page),
                     )
                     if not members:
                         break
@@ -839,7 +841,7 @@ class RedisBackend(PersistentBackend):
             self._deliver_signal,
             [self._key(k, i) for k in ("snap", "results", "claims", "readyat", "sigq", "sig")]
             + [self._key("version"), *self._ready_keys()],
-            [i, claim.task_id, claim.worker_id, claim.token, _micros(self._clock.now())],
+            [i, claim.task_id, claim.worker_id, claim.token, _micros(self._clock.now()), *self._stamp()],
         )
         outcome = reply[0]
         if outcome == b"missing":
