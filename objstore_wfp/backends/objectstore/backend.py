@@ -10,21 +10,21 @@ terminal states and incarnations hold atomically.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Literal
 
 from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.blobs import Blobs
 from objstore_wfp.backends.objectstore.cas import UNREAD, Keep, Write, _Unread
 from objstore_wfp.backends.objectstore.claims import Claims
+from objstore_wfp.backends.objectstore.control import Control
 from objstore_wfp.backends.objectstore.documents import (
     ClaimRecord,
     Snapshot,
-    cancel_to_json,
+    lost,
     marker,
     marker_layout,
     same,
@@ -34,7 +34,7 @@ from objstore_wfp.backends.objectstore.ready import STALE_GRACE, ReadyIndex
 from objstore_wfp.backends.objectstore.repair import RepairReport, repair
 from objstore_wfp.backends.objectstore.signals import Inbox
 from objstore_wfp.backends.objectstore.snapshots import Snapshots
-from objstore_wfp.backends.objectstore.writes import Composer
+from objstore_wfp.backends.objectstore.writes import Composer, unreferenced
 from objstore_wfp.backends.validation import (
     check_claim,
     check_claim_for,
@@ -50,9 +50,6 @@ from objstore_wfp.backends.validation import (
 from objstore_wfp.clock import Clock, SystemClock
 from objstore_wfp.contract import PersistentBackend
 from objstore_wfp.errors import (
-    CannotCancelError,
-    CannotPauseError,
-    ClaimLostError,
     ConflictError,
     NotFoundError,
     SerializationError,
@@ -60,10 +57,8 @@ from objstore_wfp.errors import (
 )
 from objstore_wfp.ids import validate_id
 from objstore_wfp.model import (
-    AtSignal,
     AvailableTask,
     CancellationRequest,
-    Cancelled,
     InProgress,
     PauseRequest,
     Signal,
@@ -71,7 +66,6 @@ from objstore_wfp.model import (
     TaskResult,
     WorkflowSnapshot,
 )
-from objstore_wfp.model.codec import pause_to_json, state_to_json
 from objstore_wfp.stores.base import ConditionalStore, StoredObject
 
 log = logging.getLogger(__name__)
@@ -126,8 +120,9 @@ class ObjectStoreBackend(PersistentBackend):
         leases = Leases(self._clock)
         self._index = ReadyIndex(store, self._snapshots, leases)
         self._claims = Claims(store, self._clock, self._snapshots, self._index, leases)
-        self._inbox = Inbox(store, self._clock, self._snapshots, self._index)
+        self._inbox = Inbox(store, self._clock, self._snapshots, self._index, self._blobs)
         self._index.absorb = self._inbox.absorb
+        self._control = Control(self._snapshots, self._index, self._blobs, self._clock)
         self._verify = verify_conditional_writes
         self._opened = False
 
@@ -266,7 +261,7 @@ class ObjectStoreBackend(PersistentBackend):
         claim the write finished) once its task is no longer ready."""
         stale = composer.leftovers(written.ready)
         if old is not None:
-            stale += _unreferenced(old, written.ready, holding)
+            stale += unreferenced(old, written.ready, holding)
         if holding is not None and holding.entry and holding.task_id not in written.ready:
             stale.append(holding.entry)
         await self._index.delete_quietly(stale)
@@ -379,7 +374,7 @@ class ObjectStoreBackend(PersistentBackend):
             if stored is None:
                 raise NotFoundError(f"no snapshot for instance {instance_id!r}")
             if claim is not None and stored.fence_refuses(claim, incarnation):
-                raise _lost(claim)
+                raise lost(claim)
             recorded = stored.results.get(task_id)
             if recorded is not None:
                 if same(recorded, data):
@@ -397,7 +392,7 @@ class ObjectStoreBackend(PersistentBackend):
             await composer.drop_unused_blobs(None)
             return
         self._snapshots.forget(old.key)  # the written bytes are not kept; the next read refreshes
-        done = _unreferenced(old, {t: s for t, s in old.ready.items() if t != task_id}, holding)
+        done = unreferenced(old, {t: s for t, s in old.ready.items() if t != task_id}, holding)
         if claim is not None and holding is not None:
             self._claims.dismiss(claim)
             done += [holding.entry] if holding.entry else []
@@ -443,7 +438,7 @@ class ObjectStoreBackend(PersistentBackend):
             if stored is None:
                 raise NotFoundError(f"no snapshot for instance {claim.instance_id!r}")
             if stored.fence_refuses(claim, incarnation):
-                raise _lost(claim)
+                raise lost(claim)
             if stored.terminal:
                 raise ConflictError(f"instance {claim.instance_id!r} is {stored.state}; its state is final")
             snapshot = await self._snapshots.materialize(stored)
@@ -571,41 +566,13 @@ class ObjectStoreBackend(PersistentBackend):
                     won.append(outcome)
         return won
 
-    # -- cancellation ------------------------------------------------------------------------
-    async def _update(
-        self, instance_id: str, decide: Callable[[Snapshot], Awaitable[Write[Any] | Keep[Any]]]
-    ) -> tuple[Any, Snapshot | None]:
-        """Read-modify-write of one snapshot by compare-and-swap; ``NotFoundError`` if absent."""
-        instance = layout.encode_id(instance_id)
-        seen: list[Snapshot] = []
-
-        async def step(found: StoredObject | None) -> Write[Any] | Keep[Any]:
-            stored = self._snapshots.parse(found, instance)
-            if stored is None:
-                raise NotFoundError(f"no snapshot for instance {instance_id!r}")
-            seen[:] = [stored]
-            return await decide(stored)
-
-        result, version = await self._snapshots.swap(instance, step, what=f"instance {instance_id!r}")
-        if version is not None:
-            self._snapshots.forget(layout.snapshot_key(instance))
-        return result, (seen[0] if seen and version is not None else None)
-
+    # -- cancellation and pause (:mod:`.control`) -------------------------------------------
     async def request_cancellation(self, instance_id: str, reason: str, requested_by: str) -> None:
         check_ids(instance_id)
         check_text(reason, "reason")
         check_text(requested_by, "requested_by")
         await self._ready()
-
-        async def decide(stored: Snapshot) -> Write[None] | Keep[None]:
-            if stored.state == "cancelled":
-                return Keep(None)
-            if stored.terminal:
-                raise CannotCancelError(f"instance {instance_id!r} is {stored.state}")
-            request = CancellationRequest(instance_id, reason, requested_by, self._clock.now())
-            return Write(stored.encode(cancel=cancel_to_json(request)), None)
-
-        await self._update(instance_id, decide)
+        await self._control.request_cancellation(instance_id, reason, requested_by)
 
     async def get_cancellation_request(self, instance_id: str) -> CancellationRequest | None:
         check_ids(instance_id)
@@ -616,37 +583,35 @@ class ObjectStoreBackend(PersistentBackend):
     async def clear_cancellation_request(self, instance_id: str) -> None:
         check_ids(instance_id)
         await self._ready()
-
-        async def decide(stored: Snapshot) -> Write[None] | Keep[None]:
-            return Keep(None) if stored.cancel is None else Write(stored.encode(cancel=None), None)
-
-        with contextlib.suppress(NotFoundError):  # nothing to clear
-            await self._update(instance_id, decide)
+        await self._control.clear_cancellation_request(instance_id)
 
     async def check_and_cancel(self, instance_id: str, interrupted_at_task: str | None = None) -> bool:
         check_ids(instance_id)
         check_optional_task_id(interrupted_at_task, "interrupted_at_task")
         await self._ready()
-        instance = layout.encode_id(instance_id)
+        return await self._control.check_and_cancel(instance_id, interrupted_at_task)
 
-        async def decide(stored: Snapshot) -> Write[bool] | Keep[bool]:
-            request = stored.cancellation()
-            if request is None:
-                return Keep(False)
-            if stored.state != "in_progress":
-                return Write(stored.encode(cancel=None), False)
-            # The state's JSON names no results: they stay in the document's "results".
-            state = Cancelled(
-                request.reason, request.requested_by, self._clock.now(), {}, interrupted_at_task
-            )
-            return Write(stored.encode(state=state_to_json(state), ready={}, cancel=None, pause=None), True)
+    async def pause_instance(self, instance_id: str, reason: str, requested_by: str) -> None:
+        """One compare-and-swap of the snapshot; each ready task's entry moves to "never" first
+        (a PUT each, and a DELETE each after), so polls spend nothing on a paused instance."""
+        check_ids(instance_id)
+        check_text(reason, "reason")
+        check_text(requested_by, "requested_by")
+        await self._ready()
+        await self._control.set_pause(instance_id, PauseRequest(reason, requested_by, self._clock.now()))
 
-        cancelled, old = await self._update(instance_id, decide)
-        if cancelled and old is not None:
-            await self._index.delete_quietly(
-                layout.ready_key(s, instance, layout.encode_id(t)) for t, s in old.ready.items()
-            )
-        return bool(cancelled)
+    async def resume_instance(self, instance_id: str) -> None:
+        """One compare-and-swap; ready tasks get entries due now (checked against their claims by
+        polls), a wait's step one due when it is."""
+        check_ids(instance_id)
+        await self._ready()
+        await self._control.set_pause(instance_id, None)
+
+    async def get_pause_request(self, instance_id: str) -> PauseRequest | None:
+        check_ids(instance_id)
+        await self._ready()
+        stored = await self._snapshots.read(layout.encode_id(instance_id))
+        return None if stored is None else stored.pause_request()
 
     # -- signals -----------------------------------------------------------------------------
     async def send_signal(self, instance_id: str, name: str, payload: bytes) -> Signal:
@@ -671,100 +636,7 @@ class ObjectStoreBackend(PersistentBackend):
         compare-and-swap fenced by ``claim``."""
         check_claim(claim)
         await self._ready()
-        holding = await self._claims.holding(claim)
-        instance = layout.encode_id(claim.instance_id)
-        await self._inbox.absorb(instance)
-        composer = Composer(self._blobs, self._index, instance)
-
-        async def decide(stored: Snapshot) -> Write[tuple[bytes, dict[str, str]]] | Keep[Any]:
-            if stored.fence_refuses(claim, holding.incarnation):
-                raise _lost(claim)
-            recorded = stored.results.get(claim.task_id)
-            if recorded is not None:
-                return Keep(recorded)
-            if stored.terminal:
-                raise ConflictError(f"instance {claim.instance_id!r} is {stored.state}; its state is final")
-            wait = stored.wait()
-            if not isinstance(wait, AtSignal) or wait.step_id != claim.task_id:
-                raise ConflictError(
-                    f"instance {claim.instance_id!r} does not wait for a signal at step {claim.task_id!r}"
-                )
-            signal = stored.pending(wait.signal_name)
-            if signal is None:
-                return Keep(None)
-            value = await composer.stash(
-                stored.incarnation, f"result {claim.task_id}", signal.payload, self._clock.now()
-            )
-            rest = tuple(s for s in stored.signals if s is not signal)
-            ready = {t: s for t, s in stored.ready.items() if t != claim.task_id}
-            fields = stored.signal_fields(rest, stored.signal_seq, stored.absorbed)
-            written = stored.encode(results={**stored.results, claim.task_id: value}, ready=ready, **fields)
-            return Write(written, (signal.payload, ready))
-
-        async with composer.discarded_on_error():
-            outcome, old = await self._update(claim.instance_id, decide)
-        if old is None:  # nothing written: the recorded result, or no signal
-            await composer.drop_unused_blobs(None)
-            if outcome is None:
-                return None
-            return await self._blobs.unstash(outcome, f"{claim.instance_id!r} result {claim.task_id!r}")
-        payload, ready = outcome
-        await self._index.delete_quietly(_unreferenced(old, ready, holding))
-        return bytes(payload)
-
-    # -- pause -------------------------------------------------------------------------------
-    async def pause_instance(self, instance_id: str, reason: str, requested_by: str) -> None:
-        """One compare-and-swap of the snapshot; each ready task's entry moves to "never" first
-        (a PUT each, and a DELETE each after), so polls spend nothing on a paused instance."""
-        check_ids(instance_id)
-        check_text(reason, "reason")
-        check_text(requested_by, "requested_by")
-        await self._ready()
-        await self._set_pause(instance_id, PauseRequest(reason, requested_by, self._clock.now()))
-
-    async def resume_instance(self, instance_id: str) -> None:
-        """One compare-and-swap; ready tasks get entries due now (checked against their claims by
-        polls), a wait's step one due when it is."""
-        check_ids(instance_id)
-        await self._ready()
-        await self._set_pause(instance_id, None)
-
-    async def _set_pause(self, instance_id: str, request: PauseRequest | None) -> None:
-        instance = layout.encode_id(instance_id)
-        composer = Composer(self._blobs, self._index, instance)
-
-        async def decide(stored: Snapshot) -> Write[dict[str, str]] | Keep[None]:
-            if request is not None and stored.terminal:
-                raise CannotPauseError(f"instance {instance_id!r} is {stored.state}")
-            if (stored.pause is not None) == (request is not None):
-                return Keep(None)  # paused already (the first request stays), or not paused
-            now = self._clock.now()
-            due: dict[str, datetime | None] = dict.fromkeys(stored.ready, None if request else now)
-            wait = stored.wait()
-            if request is None and wait is not None:
-                due.pop(wait.step_id, None)
-                wake = stored.wait_due(wait, now)
-                if wake is not None:
-                    due[wait.step_id] = wake
-            ready = {t: ReadyIndex.leased_slot(stored.priority, d) for t, d in due.items()}
-            keys = [layout.ready_key(slot, instance, layout.encode_id(t)) for t, slot in ready.items()]
-            composer.entries.update(keys)
-            await self._index.put(keys)
-            pause = None if request is None else pause_to_json(request)
-            return Write(stored.encode(pause=pause, ready=ready), ready)
-
-        async with composer.discarded_on_error():
-            ready, old = await self._update(instance_id, decide)
-        if old is None:
-            await self._index.delete_quietly(composer.entries)
-            return
-        await self._index.delete_quietly(composer.leftovers(ready) + _unreferenced(old, ready, None))
-
-    async def get_pause_request(self, instance_id: str) -> PauseRequest | None:
-        check_ids(instance_id)
-        await self._ready()
-        stored = await self._snapshots.read(layout.encode_id(instance_id))
-        return None if stored is None else stored.pause_request()
+        return await self._inbox.deliver(claim, await self._claims.holding(claim))
 
     # -- maintenance -------------------------------------------------------------------------
     async def repair(self, *, grace: timedelta = STALE_GRACE) -> RepairReport:
@@ -773,27 +645,3 @@ class ObjectStoreBackend(PersistentBackend):
         older than ``grace``, and never a claim). See :func:`.repair.repair`."""
         await self._ready()
         return await repair(self.store, self._snapshots, self._index, self._clock.now(), grace)
-
-
-def _unreferenced(old: Snapshot, ready: dict[str, str], holding: ClaimRecord | None) -> list[str]:
-    """Keys of the entries ``old`` references that ``ready`` no longer does, less the fresh
-    entry of the task ``holding`` claimed: its claim moved that one out already."""
-    instance = layout.encode_id(old.instance_id)
-    return [
-        layout.ready_key(slot, instance, layout.encode_id(t))
-        for t, slot in old.ready.items()
-        if ready.get(t) != slot
-        and not (
-            holding is not None
-            and holding.entry
-            and t == holding.task_id
-            and layout.slot_kind(slot) == layout.FRESH
-        )
-    ]
-
-
-def _lost(claim: TaskClaim) -> ClaimLostError:
-    return ClaimLostError(
-        f"worker {claim.worker_id!r} no longer holds task {claim.task_id!r} of "
-        f"{claim.instance_id!r} with token {claim.token}"
-    )

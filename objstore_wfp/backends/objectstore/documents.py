@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from objstore_wfp.backends import layout
-from objstore_wfp.errors import InvalidIdentifierError, SerializationError
+from objstore_wfp.errors import ClaimLostError, InvalidIdentifierError, SerializationError
 from objstore_wfp.ids import validate_id
 from objstore_wfp.model import AtDelay, AtSignal, CancellationRequest, PauseRequest, Signal, TaskClaim
 from objstore_wfp.model.codec import (
@@ -183,6 +183,14 @@ def wait_due(wait: AtDelay | AtSignal, signalled: bool, now: datetime) -> dateti
     if isinstance(wait, AtDelay):
         return wait.wake_at
     return now if signalled else wait.timeout_at
+
+
+def lost(claim: TaskClaim) -> ClaimLostError:
+    """The error of a write refused because ``claim`` is no longer the live holding."""
+    return ClaimLostError(
+        f"worker {claim.worker_id!r} no longer holds task {claim.task_id!r} of "
+        f"{claim.instance_id!r} with token {claim.token}"
+    )
 
 
 def parse_snapshot(obj: StoredObject, key: str) -> Snapshot:

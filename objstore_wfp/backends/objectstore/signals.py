@@ -25,16 +25,26 @@ import threading
 from collections import OrderedDict
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from objstore_wfp.backends import layout
+from objstore_wfp.backends.objectstore.blobs import Blobs
 from objstore_wfp.backends.objectstore.cas import Decision, Keep, Write
-from objstore_wfp.backends.objectstore.documents import InboxSignal, Snapshot, nonce, parse_inbox
+from objstore_wfp.backends.objectstore.documents import (
+    ClaimRecord,
+    InboxSignal,
+    Snapshot,
+    lost,
+    nonce,
+    parse_inbox,
+)
 from objstore_wfp.backends.objectstore.ready import ReadyIndex, epoch_us, slot_due_us
 from objstore_wfp.backends.objectstore.snapshots import Snapshots
+from objstore_wfp.backends.objectstore.writes import Composer, unreferenced
 from objstore_wfp.backoff import MAX_CAS_ATTEMPTS
 from objstore_wfp.clock import Clock
 from objstore_wfp.errors import ConflictError, NotFoundError, SerializationError, StoreUnavailableError
-from objstore_wfp.model import AtSignal, Signal
+from objstore_wfp.model import AtSignal, Signal, TaskClaim
 from objstore_wfp.stores.base import ConditionalStore, StoredObject
 
 log = logging.getLogger(__name__)
@@ -50,9 +60,10 @@ class Inbox:
     """Send, absorb and list the signals of one store."""
 
     def __init__(
-        self, store: ConditionalStore, clock: Clock, snapshots: Snapshots, index: ReadyIndex
+        self, store: ConditionalStore, clock: Clock, snapshots: Snapshots, index: ReadyIndex, blobs: Blobs
     ) -> None:
         self.store = store
+        self.blobs = blobs
         self.clock = clock
         self.snapshots = snapshots
         self.index = index
@@ -60,6 +71,52 @@ class Inbox:
         # sender skips the numbers it took itself without a refused write each.
         self._issued: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._lock = threading.Lock()
+
+    # -- delivering --------------------------------------------------------------------------
+    async def deliver(self, claim: TaskClaim, holding: ClaimRecord) -> bytes | None:
+        """Absorb the instance's inbox (a LIST, and a compare-and-swap if it holds signals),
+        then consume the oldest pending signal of the wait at ``claim``'s step and record it as
+        the step's result in one compare-and-swap fenced by ``claim`` (``holding`` is its stored
+        record). Returns the payload, the result recorded before (a retry), or ``None``."""
+        instance = layout.encode_id(claim.instance_id)
+        await self.absorb(instance)
+        composer = Composer(self.blobs, self.index, instance)
+
+        async def decide(stored: Snapshot) -> Write[tuple[bytes, dict[str, str]]] | Keep[Any]:
+            if stored.fence_refuses(claim, holding.incarnation):
+                raise lost(claim)
+            recorded = stored.results.get(claim.task_id)
+            if recorded is not None:
+                return Keep(recorded)
+            if stored.terminal:
+                raise ConflictError(f"instance {claim.instance_id!r} is {stored.state}; its state is final")
+            wait = stored.wait()
+            if not isinstance(wait, AtSignal) or wait.step_id != claim.task_id:
+                raise ConflictError(
+                    f"instance {claim.instance_id!r} does not wait for a signal at step {claim.task_id!r}"
+                )
+            signal = stored.pending(wait.signal_name)
+            if signal is None:
+                return Keep(None)
+            value = await composer.stash(
+                stored.incarnation, f"result {claim.task_id}", signal.payload, self.clock.now()
+            )
+            rest = tuple(s for s in stored.signals if s is not signal)
+            ready = {t: s for t, s in stored.ready.items() if t != claim.task_id}
+            fields = stored.signal_fields(rest, stored.signal_seq, stored.absorbed)
+            written = stored.encode(results={**stored.results, claim.task_id: value}, ready=ready, **fields)
+            return Write(written, (signal.payload, ready))
+
+        async with composer.discarded_on_error():
+            outcome, old = await self.snapshots.update(claim.instance_id, decide)
+        if old is None:  # nothing written: the recorded result, or no signal
+            await composer.drop_unused_blobs(None)
+            if outcome is None:
+                return None
+            return await self.blobs.unstash(outcome, f"{claim.instance_id!r} result {claim.task_id!r}")
+        payload, ready = outcome
+        await self.index.delete_quietly(unreferenced(old, ready, holding))
+        return bytes(payload)
 
     # -- sending -----------------------------------------------------------------------------
     async def send(self, instance_id: str, name: str, payload: bytes) -> Signal:

@@ -133,6 +133,27 @@ class Snapshots:
             self.store, layout.snapshot_key(instance), decide, known=known, what=what
         )
 
+    async def update(
+        self, instance_id: str, decide: Callable[[Snapshot], Awaitable[Decision[R]]]
+    ) -> tuple[R, Snapshot | None]:
+        """:meth:`swap` on an existing snapshot: ``decide`` gets the parsed copy, and
+        ``NotFoundError`` ends it if there is none. Returns ``decide``'s result and the copy the
+        write replaced (``None`` if nothing was written)."""
+        instance = layout.encode_id(instance_id)
+        seen: list[Snapshot] = []
+
+        async def step(found: StoredObject | None) -> Decision[R]:
+            stored = self.parse(found, instance)
+            if stored is None:
+                raise NotFoundError(f"no snapshot for instance {instance_id!r}")
+            seen[:] = [stored]
+            return await decide(stored)
+
+        result, version = await self.swap(instance, step, what=f"instance {instance_id!r}")
+        if version is not None:
+            self.forget(layout.snapshot_key(instance))
+        return result, (seen[0] if seen and version is not None else None)
+
     # -- decoding ----------------------------------------------------------------------------
     async def materialize(self, stored: Snapshot) -> WorkflowSnapshot:
         key = stored.key

@@ -19,7 +19,7 @@ from typing import Any
 
 from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.blobs import Blobs, blob_keys
-from objstore_wfp.backends.objectstore.documents import Snapshot, Stash, nonce, same, wait_due
+from objstore_wfp.backends.objectstore.documents import ClaimRecord, Snapshot, Stash, nonce, same, wait_due
 from objstore_wfp.backends.objectstore.ready import ReadyIndex, epoch_us
 from objstore_wfp.errors import ConflictError, SerializationError
 from objstore_wfp.model import Completed, WorkflowSnapshot
@@ -213,3 +213,20 @@ def _fences(old: Snapshot | None, ready: dict[str, str], results: dict[str, Stas
         if task_id not in ready and task_id not in results:
             fences.setdefault(task_id, 0)
     return fences
+
+
+def unreferenced(old: Snapshot, ready: dict[str, str], holding: ClaimRecord | None) -> list[str]:
+    """Keys of the entries ``old`` references that ``ready`` no longer does, less the fresh
+    entry of the task ``holding`` claimed: its claim moved that one out already."""
+    instance = layout.encode_id(old.instance_id)
+    return [
+        layout.ready_key(slot, instance, layout.encode_id(t))
+        for t, slot in old.ready.items()
+        if ready.get(t) != slot
+        and not (
+            holding is not None
+            and holding.entry
+            and t == holding.task_id
+            and layout.slot_kind(slot) == layout.FRESH
+        )
+    ]
