@@ -28,7 +28,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def test_a_failed_candidate_leaves_no_hidden_claims(local_store_target: StoreTarget) -> None:
-    async with local_store_target.backend() as client:
+    client = local_store_target.backend()
+    async with client:
         for instance in ("good", "flaky"):
             snapshot = WorkflowSnapshot(instance, "flow", initial_input=b"in")
             snapshot.update_position(AtTask("t"))
