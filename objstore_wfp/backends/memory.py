@@ -283,7 +283,10 @@ class InMemoryBackend(PersistentBackend):
                 ticks + ttl.total_seconds() if ttl is not None else None,
             )
             self._claims[key] = claim
-            return TaskClaim(instance_id, task_id, worker_id, now, claim.expires_at, claim.token)
+            takeover = old is not None and old.incarnation == incarnation
+            return TaskClaim(
+                instance_id, task_id, worker_id, now, claim.expires_at, claim.token, takeover=takeover
+            )
 
     def _held_by(self, instance_id: str, task_id: str, worker_id: str) -> _Claim:
         claim = self._claims.get((instance_id, task_id))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from objstore_wfp.model.time import require_aware
@@ -26,7 +26,12 @@ class TaskClaim:
     or its last renewal plus the TTL (the lease really ends no earlier); in ``list_claims``,
     that backend's now plus what the lease has left. Compare them with that clock only: other
     workers' clocks may be off by any amount, and expiry is never judged from these fields (see
-    "Timing assumptions" in docs/semantics.md)."""
+    "Timing assumptions" in docs/semantics.md).
+
+    ``takeover`` is a hint from backends that know it: the claim replaced an earlier holding of
+    the same incarnation (one that expired or was released), so that holder may have recorded
+    the task meanwhile. Tokens keep growing across a delete and re-create, so ``token > 1`` does
+    not say this. It takes no part in equality."""
 
     instance_id: str
     task_id: str
@@ -34,6 +39,7 @@ class TaskClaim:
     claimed_at: datetime
     expires_at: datetime | None
     token: int
+    takeover: bool = field(default=False, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
         require_aware(self.claimed_at, "claimed_at")

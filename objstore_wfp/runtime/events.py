@@ -10,7 +10,7 @@ from typing import Any, Literal
 from objstore_wfp.model.time import utcnow
 
 EventKind = Literal[
-    "claimed",  # the worker holds the task's lease and will run it (token > 1: it changed hands)
+    "claimed",  # the worker holds the task's lease and will run it
     "started",  # one attempt of the task's function began
     "retrying",  # an attempt failed; the worker backs off and tries again
     "recorded",  # the worker's output was recorded: it is the task's result

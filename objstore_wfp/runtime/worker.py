@@ -497,15 +497,17 @@ class Worker:
         lease = _Lease(claim, asked + window(self.lease.total_seconds()))
         holding = True
         try:
-            if claim.token > 1 and await self.backend.load_task_result(iid, tid) is not None:
+            if claim.takeover and await self.backend.load_task_result(iid, tid) is not None:
                 # The task changed hands since this worker's find offered it: the previous
                 # holder may have recorded it and released. Only then can it be done already, so
-                # first claims (token 1) skip this read. Advancing is idempotent and cheap here.
+                # other claims skip this read (a backend that gives no hint at worst runs a
+                # recorded task again: its output then loses to the recorded one). Advancing is
+                # idempotent and cheap here.
                 await update_snapshot(self.backend, iid, lambda s: self._advance(flow, s))
                 self._emit("released", iid, tid, token=claim.token, detail="already recorded")
                 return 0, None
             self.stats.claimed += 1
-            if claim.token > 1:
+            if claim.takeover:
                 self.stats.takeovers += 1
             self._emit("claimed", iid, tid, token=claim.token)
             if isinstance(place.unit, Step):

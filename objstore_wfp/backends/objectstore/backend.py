@@ -544,7 +544,7 @@ class ObjectStoreBackend(PersistentBackend):
             definition = str(stored.doc["definition_hash"])
             if not accept(stored.instance_id, task_id, definition):
                 return None
-            claim = await self._claims.claim(stored.instance_id, task_id, worker_id, ttl)
+            claim = await self._claims.claim(stored.instance_id, task_id, worker_id, ttl, current=stored)
             if claim is None:
                 self._index.hold(entry.key, now + (ttl or LOST_RACE_HOLD))
                 return None
@@ -555,15 +555,22 @@ class ObjectStoreBackend(PersistentBackend):
                 raise
             return AvailableTask(stored.instance_id, task_id, data, definition, stored.priority), claim
 
-        while candidates and len(won) < limit:
+        failed: BaseException | None = None
+        while candidates and len(won) < limit and failed is None:
             batch, candidates = candidates[: limit - len(won)], candidates[limit - len(won) :]
             for outcome in await asyncio.gather(*(attempt(e) for e in batch), return_exceptions=True):
                 if isinstance(outcome, SerializationError):
                     log.warning("skipping unreadable task: %s", outcome)
                 elif isinstance(outcome, BaseException):
-                    raise outcome
+                    failed = failed or outcome
                 elif outcome is not None:
                     won.append(outcome)
+        # Claims won are the caller's even if another candidate failed: raising would leave
+        # them held by a worker that does not know it holds them.
+        if failed is not None and (not won or not isinstance(failed, Exception)):
+            raise failed
+        if failed is not None:
+            log.warning("claimed %d task(s); another candidate failed: %s", len(won), failed)
         return won
 
     # -- cancellation and pause (:mod:`.control`) -------------------------------------------

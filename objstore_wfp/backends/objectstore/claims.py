@@ -117,19 +117,39 @@ class Claims:
 
     # -- claiming ----------------------------------------------------------------------------
     async def claim(
-        self, instance_id: str, task_id: str, worker_id: str, ttl: timedelta | None
+        self,
+        instance_id: str,
+        task_id: str,
+        worker_id: str,
+        ttl: timedelta | None,
+        *,
+        current: Snapshot | _Unread | None = UNREAD,
     ) -> TaskClaim | None:
+        """Take the task's lease (``None`` while a live claim exists). The claim binds to the
+        incarnation of ``current``, a copy the caller has just read; by default the snapshot is
+        read now, unless this backend reserved the task for its own next claim (a chaining
+        worker, whose input comes from the copy it wrote). A cached copy may be of an
+        incarnation deleted since, and a claim bound to it would be dead on arrival."""
         instance = layout.encode_id(instance_id)
         task = layout.encode_id(task_id)
         key = _key(instance_id, task_id)
-        try:
-            stored = await self.snapshots.current_or_cached(instance)
-        except SerializationError:
-            stored = None  # an unreadable snapshot offers nothing; the claim binds to nothing
+        stored: Snapshot | None
+        if isinstance(current, _Unread):
+            cached = self.snapshots.cached(instance)
+            if cached is not None and _reserved(cached, task_id, self.clock.now()):
+                stored = cached
+            else:
+                try:
+                    stored = await self.snapshots.read(instance)
+                except SerializationError:
+                    stored = None  # an unreadable snapshot offers nothing; the claim binds to nothing
+        else:
+            stored = current
         incarnation = stored.incarnation if stored is not None else None
         replaced: list[ClaimRecord] = []
         placed: list[str] = []  # a leased entry written before the claim
         old_slot: list[str] = []  # the entry the snapshot references, when this claim moves it
+        fenced: list[Snapshot | None] = []  # the snapshot after an early claim's fence
 
         async def decide(found: StoredObject | None) -> Write[ClaimRecord | None] | Keep[ClaimRecord | None]:
             nonlocal incarnation
@@ -178,6 +198,13 @@ class Claims:
             record = ClaimRecord(
                 instance_id, task_id, incarnation, worker_id, token, now, expires, entry, _seconds(ttl), stamp
             )
+            fenced.clear()
+            if entry is None and incarnation is not None:
+                # A task not ready (in this view) gets its fence before the claim exists: a
+                # write that makes it ready then gives it an entry that polls check against the
+                # claim, whenever this claimer dies. Fencing a token not (yet) held refuses only
+                # older ones, whose holdings this claim replaces anyway.
+                fenced.append(await self._publish_fence(instance, record))
             return Write(record.to_bytes(), record)
 
         # A task reserved for a chaining worker is claimed blind (one request). A task any poll
@@ -195,13 +222,16 @@ class Claims:
             await self.index.delete_quietly(placed)  # moved for nothing: the winner has its own
             return None
         current = stored if stored is not None and stored.incarnation == record.incarnation else None
-        # Publish the token where a fenced write will see it: whenever this claim replaced one
-        # (an older holder of this incarnation may exist: a takeover, a release, or a claim of
-        # another incarnation written over a holder of this one by a worker with a stale view),
-        # and for a task not ready yet (so the write that makes it ready gives it an index entry
-        # whose claim polls check).
+        # Publish the token where a fenced write will see it: after a takeover or a release (an
+        # older holder of this incarnation exists) and over a holding of another incarnation (it
+        # may have been written over a holder of this one by a worker with a stale view); a
+        # claim released by the delete of its instance hides no one. A task not ready yet got
+        # its fence before the claim (above).
         previous = replaced[0] if replaced and replaced[0].incarnation == record.incarnation else None
-        if record.incarnation is not None and (replaced or record.entry is None):
+        hid = replaced and replaced[0].holder is not None
+        if fenced:
+            current = fenced[0]
+        elif record.incarnation is not None and (previous or hid):
             current = await self._publish_fence(instance, record)
         stale = [previous.entry if previous else None, self.index.seen(instance, task)]
         if old_slot and not placed:
@@ -217,7 +247,7 @@ class Claims:
             version = await self._record_entry(key, record, version)
         await self.index.delete_quietly(k for k in stale if k is not None and k != record.entry)
         self._remember(key, record, version)
-        return record.public()
+        return replace(record.public(), takeover=previous is not None)
 
     async def _record_entry(self, key: str, record: ClaimRecord, version: str) -> str:
         """Write ``record`` (the claim just taken, now naming its entry) over ``version``; on a
@@ -292,8 +322,19 @@ class Claims:
             expires = expiry(now, additional)
             return replace(record, expires_at=expires, ttl=_seconds(additional), stamp=self.leases.stamp())
 
+        key = _key(instance_id, task_id)
         _, record, version = await self._update_holding(instance_id, task_id, worker_id, renewed)
-        self._remember(_key(instance_id, task_id), record, version)
+        entry = layout.parse_ready_key(record.entry) if record.entry else None
+        if entry is not None and record.expires_at is not None and entry.due_us > epoch_us(record.expires_at):
+            # A shortened lease: its entry would keep the task out of polls past the lease's end.
+            moved = layout.ready_key(
+                self.index.leased_slot(entry.priority, record.expires_at), entry.instance, entry.task
+            )
+            await self.index.put([moved])
+            record = replace(record, entry=moved)
+            version = await self._record_entry(key, record, version)
+            await self.index.delete_quietly([entry.key])
+        self._remember(key, record, version)
         return record.public()
 
     async def release(self, instance_id: str, task_id: str, worker_id: str) -> None:

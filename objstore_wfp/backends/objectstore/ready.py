@@ -249,11 +249,16 @@ class ReadyIndex:
         if stale:
             await self.delete_quietly(stale)
 
-        async def claimable(entry: layout.ReadyEntry, stored: Snapshot) -> bool:
-            # A fresh entry's task had no claim of this incarnation when it became ready: a
-            # claim since then moved the entry, and an earlier one published a fence, which
-            # made the entry leased. Only leased entries need their claim read.
-            if not entry.leased:
+        async def claimable(entry: layout.ReadyEntry, stored: Snapshot, task_id: str) -> bool:
+            # The fresh entry the snapshot references, of a task without a fence, had no claim
+            # of this incarnation when it became ready, and a claim since then moved it out of
+            # sight. Any other entry needs its claim read: a leased one; a fresh one of a task
+            # an early claim fenced; a stray fresh one (a retried write's, a failed delete's).
+            if (
+                not entry.leased
+                and task_id not in stored.fences
+                and layout.ready_key(stored.ready[task_id], entry.instance, entry.task) == entry.key
+            ):
                 return True
             key = layout.claim_key(entry.instance, entry.task)
             try:
@@ -271,7 +276,7 @@ class ReadyIndex:
             self.hold(entry.key, now + timedelta(seconds=left))  # in this poller's clock
             return False
 
-        verdicts = await asyncio.gather(*(claimable(e, s) for e, s, _ in ready))
+        verdicts = await asyncio.gather(*(claimable(e, s, t) for e, s, t in ready))
         available = []
         for (entry, stored, task_id), ok in zip(ready, verdicts, strict=True):
             if not ok:
