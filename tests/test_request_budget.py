@@ -68,11 +68,12 @@ OPERATION_COSTS: dict[str, dict[str, int]] = {
     "create_snapshot (1 ready task)": {"put": 1, "put_if_absent": 1},
     # A version-less save reads first: it may replace an instance.
     "save (create, 1 ready task)": {"get": 1, "put": 1, "put_if_absent": 1},
-    # A task any poll may offer: the claim is read first (a lost race then costs a GET, not a
-    # refused PUT); its fresh entry moves to the lease's expiry (PUT, DELETE) before the claim
-    # is created (create-if-absent).
-    "claim (first claim of a task)": {"get": 1, "put": 1, "delete": 1, "put_if_absent": 1},
-    "claim (task held: refused)": {"get": 1},
+    # A task any poll may offer: the snapshot is read (a cached copy may be of a deleted
+    # incarnation), and the claim first (a lost race then costs a GET, not a refused PUT); its
+    # fresh entry moves to the lease's expiry (PUT, DELETE) before the claim is created
+    # (create-if-absent). claim_available claims from the copy its poll read: one GET less.
+    "claim (first claim of a task)": {"get": 2, "put": 1, "delete": 1, "put_if_absent": 1},
+    "claim (task held: refused)": {"get": 2},
     # The snapshot is read fresh: a claim of an incarnation deleted since must not be renewed
     # (a cached copy may still hold that incarnation).
     "extend (a heartbeat)": {"get": 1, "put_if_version": 1},
@@ -82,8 +83,9 @@ OPERATION_COSTS: dict[str, dict[str, int]] = {
     # cache was dropped by the result) and the claim are read, and the snapshot again fresh (as
     # for extend); the claim's entry is deleted.
     "release": {"get": 3, "put_if_version": 1, "delete": 1},
-    # The claim's read and compare-and-swap, then its token is published.
-    "claim (after a release)": {"get": 1, "put_if_version": 2},
+    # The snapshot's and the claim's reads, the claim's compare-and-swap, then its token is
+    # published.
+    "claim (after a release)": {"get": 2, "put_if_version": 2},
     "load (no blobs)": {"get": 1},
     "save (CAS, 0 -> 2 ready tasks)": {"put": 2, "put_if_version": 1},
     "save_task_result (no claim)": {"put_if_version": 1, "delete": 1},
