@@ -56,6 +56,9 @@ def _overlaps(holds: list[dict[str, Any]]) -> list[str]:
     for h in holds:
         by_task[(h["instance"], h["task"])].append(h)
     for task, intervals in by_task.items():
+        # A claim whose answer came after its holder's window had closed (a slow store) is held
+        # for no time at all: its holder must not act on it.
+        intervals = [h for h in intervals if h["end"] > h["start"]]
         intervals.sort(key=lambda h: h["start"])
         for i, a in enumerate(intervals):
             for b in intervals[i + 1 :]:

@@ -467,13 +467,15 @@ async def test_requests_per_operation(
         "save_snapshot (new, 1 ready task)": 3,  # GET, PUT entry, create
         "load_snapshot": 1,
         "save_snapshot (CAS, ready set unchanged)": 1,  # the CAS, from the copy just loaded
-        "claim_task (first claim)": 4,  # GET the claim; PUT leased entry, DELETE fresh; create
-        "claim_task (held by another)": 1,  # GET the claim: held (no refused PUT to pay for)
-        "extend_task_claim": 1,
+        # A direct claim_task reads the snapshot (a cached copy may be of a deleted incarnation);
+        # claim_available claims from the copy its poll read.
+        "claim_task (first claim)": 5,  # GET snapshot, claim; PUT leased entry, DELETE fresh; create
+        "claim_task (held by another)": 2,  # GET snapshot, claim: held (no refused PUT to pay for)
+        "extend_task_claim": 2,  # GET snapshot (is the incarnation current?), the CAS
         "save_task_result (fenced)": 2,  # the fenced CAS, DELETE the entry
         "load_task_result": 1,
-        "release_task_claim": 3,  # GET snapshot and claim (forgotten with the result), the CAS
-        "claim_task (after release)": 3,  # GET, CAS; publish the token: CAS
+        "release_task_claim": 4,  # GET snapshot, claim, snapshot again (fresh), the CAS
+        "claim_task (after release)": 4,  # GET snapshot, claim, CAS; publish the token: CAS
         "save_task_result (unfenced, 300 KiB output)": 2,  # the blob, the CAS
         "find_available_tasks (26 instances, 5 ready, limit 3)": 4,  # LIST, a GET per task
         "list_snapshots (26 instances)": 1,
