@@ -47,9 +47,14 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-## The whole test suite, as CI runs it.
+## The whole test suite, as CI runs it (two pytest workers: CI has two cores).
 test: venv services lint typecheck
-	OBJSTORE_WFP_REQUIRE_SERVICES=1 $(BIN)/pytest -q
+	OBJSTORE_WFP_REQUIRE_SERVICES=1 $(BIN)/pytest -q -n 2
+
+## The inner loop: lint, then the tests not marked slow (servers start as they are needed).
+quick: venv
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -n 2 -x -m "not slow"
 
 bench: venv services
 	$(BIN)/python -m benchmarks
