@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # pip >= 21.3 installs a pyproject-only package in editable mode; newer is faster.
 PIP_MIN := pip>=23
 
-.PHONY: venv demo test check lint typecheck services bench bench-peers clean
+.PHONY: venv demo test quick check lint typecheck services bench bench-peers clean
 
 # The demo needs the package and rich only: no cloud SDKs, test servers or linters.
 $(VENV)/.installed-demo: pyproject.toml
