@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 from objstore_wfp.backends import layout
 from objstore_wfp.backends.objectstore.cas import UNREAD, Keep, Write, _Unread, compare_and_swap
-from objstore_wfp.backends.objectstore.documents import ClaimRecord, Snapshot, parse_claim
+from objstore_wfp.backends.objectstore.documents import ClaimRecord, Snapshot, lost, parse_claim
 from objstore_wfp.backends.objectstore.leases import Leases, read_claim
 from objstore_wfp.backends.objectstore.ready import ReadyIndex, epoch_us, slot_due_us
 from objstore_wfp.backends.objectstore.snapshots import Snapshots
@@ -109,10 +109,7 @@ class Claims:
                 and (read[1].ttl is None or self.leases.age(key, *read) < window(read[1].ttl))
             )
         if record is None or not held or (record.holder, record.token) != (claim.worker_id, claim.token):
-            raise ClaimLostError(
-                f"worker {claim.worker_id!r} no longer holds task {claim.task_id!r} of "
-                f"{claim.instance_id!r} with token {claim.token}"
-            )
+            raise lost(claim)
         return record
 
     # -- claiming ----------------------------------------------------------------------------
