@@ -150,7 +150,6 @@ class Claims:
 
         async def decide(found: StoredObject | None) -> Write[ClaimRecord | None] | Keep[ClaimRecord | None]:
             nonlocal incarnation
-            now = self.clock.now()
             replaced.clear()
             if found is not None:
                 old = parse_claim(found, key)
@@ -164,6 +163,8 @@ class Claims:
                 if self.leases.live(key, found, old) and old.incarnation == incarnation:
                     return Keep(None)
                 replaced.append(old)
+            # Read after the lease it replaces was judged over, so claimed_at never precedes it.
+            now = self.clock.now()
             token = replaced[0].token + 1 if replaced else 1
             expires = None if ttl is None else expiry(now, ttl)
             stamp = self.leases.stamp()  # before the write is sent: the lease runs from here
